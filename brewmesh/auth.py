@@ -1,0 +1,135 @@
+"""Who is calling: the platform admin, a partner, or nobody.
+
+Calls carry `authorization: Bearer <key>`. The admin key comes from
+BREWMESH_ADMIN_KEY or is generated once and kept in the data directory.
+Partner keys are random and stored only as SHA-256 hashes (a fast hash is
+enough for 256-bit random keys; there is nothing to brute-force).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from brewmesh.errors import PermissionDenied, Unauthenticated
+from brewmesh.names import COMMON_NAMESPACE
+
+ADMIN_KEY_ENV = "BREWMESH_ADMIN_KEY"
+ADMIN_KEY_FILE = "admin.key"
+KEY_PREFIX = "bmk_"
+
+HOW_TO_AUTHENTICATE = "send metadata 'authorization: Bearer <key>' with the admin key or your partner API key"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller. `namespace` is what it may write: its own, or `common` for the admin."""
+
+    namespace: str | None
+    is_admin: bool = False
+
+    @property
+    def authenticated(self) -> bool:
+        return self.namespace is not None
+
+    def describe(self) -> str:
+        if self.is_admin:
+            return "the platform admin"
+        return f"partner '{self.namespace}'" if self.namespace else "an anonymous caller"
+
+
+ANONYMOUS = Principal(None)
+ADMIN = Principal(COMMON_NAMESPACE, is_admin=True)
+
+KeyLookup = Callable[[str], Awaitable[str | None]]
+"""Maps a partner key's hash to the partner's namespace (None: no such key)."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def load_admin_key(data_dir: Path) -> tuple[str, bool]:
+    """The admin key, and whether it was generated just now (print it once)."""
+    from_env = os.environ.get(ADMIN_KEY_ENV)
+    if from_env:
+        return from_env, False
+    path = data_dir / ADMIN_KEY_FILE
+    if path.exists():
+        return path.read_text().strip(), False
+    key = new_api_key()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key, True
+
+
+class Authenticator:
+    """Resolves the caller of an RPC and checks what it may do."""
+
+    def __init__(self, admin_key: str, lookup: KeyLookup) -> None:
+        self._admin_hash = hash_key(admin_key)
+        self._lookup = lookup
+        self._known: dict[str, str] = {}
+
+    async def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        key = bearer_key(context)
+        if key is None:
+            return ANONYMOUS
+        digest = hash_key(key)
+        if hmac.compare_digest(digest, self._admin_hash):
+            return ADMIN
+        namespace = self._known.get(digest) or await self._lookup(digest)
+        if namespace is None:
+            raise Unauthenticated(f"the API key is not valid: {HOW_TO_AUTHENTICATE}")
+        self._known[digest] = namespace  # keys are never revoked yet, so caching is safe
+        return Principal(namespace)
+
+    async def require_any(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        principal = await self.principal(context)
+        if not principal.authenticated:
+            raise Unauthenticated(f"this call needs a key: {HOW_TO_AUTHENTICATE}")
+        return principal
+
+    async def require_admin(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        principal = await self.require_any(context)
+        if not principal.is_admin:
+            raise PermissionDenied(f"only the platform admin may do this; you are {principal.describe()}")
+        return principal
+
+    async def require_writer(self, context: grpc.aio.ServicerContext[Any, Any], namespace: str) -> Principal:
+        """The caller, if it may write into `namespace` (its own; the admin: any)."""
+        principal = await self.require_any(context)
+        check_namespace_access(principal, namespace)
+        return principal
+
+
+def check_namespace_access(principal: Principal, namespace: str) -> None:
+    if principal.is_admin or principal.namespace == namespace:
+        return
+    raise PermissionDenied(
+        f"{principal.describe()} may write only in namespace '{principal.namespace}', not in '{namespace}'"
+    )
+
+
+def bearer_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated(f"malformed authorization metadata: {HOW_TO_AUTHENTICATE}")
+            return token.strip()
+    return None

@@ -1,0 +1,116 @@
+"""Composition root: builds a process hosting some components of the mesh.
+
+The embedded mesh (`brewmesh up`) hosts all of them on one port with one
+SQLite store and the in-process event log.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from brewmesh import bus_service, event_log
+from brewmesh.apis import ApiRegistry
+from brewmesh.auth import Authenticator, KeyLookup, load_admin_key
+from brewmesh.event_log import SqliteEventLog
+from brewmesh.events import Bus
+from brewmesh.pagination import PageTokens
+from brewmesh.runtime import Component, Runtime
+from brewmesh.server import Server, Shutdown
+from brewmesh.storage import SqliteStore
+
+DB_FILE = "brewmesh.db"
+TOKEN_SECRET_FILE = "page-token.secret"
+TOKEN_SECRET_ENV = "BREWMESH_TOKEN_SECRET"
+
+
+def all_components() -> list[Component]:
+    from services.partners.component import component as partners
+    from services.recipes.component import component as recipes
+
+    return [partners(), recipes()]
+
+
+def _token_secret(data_dir: Path) -> bytes:
+    from_env = os.environ.get(TOKEN_SECRET_ENV)
+    if from_env:
+        return from_env.encode()
+    path = data_dir / TOKEN_SECRET_FILE
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+@dataclass
+class Mesh:
+    """A running process of the mesh: its runtime, server and components."""
+
+    runtime: Runtime
+    server: Server
+    components: Sequence[Component]
+    admin_key: str
+    admin_key_generated: bool
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @classmethod
+    async def start(
+        cls, data_dir: Path, address: str = "127.0.0.1:0", components: Sequence[Component] | None = None
+    ) -> Mesh:
+        components = list(all_components() if components is None else components)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        store = SqliteStore(data_dir / DB_FILE)
+        await store.migrate([*event_log.MIGRATIONS, *(m for c in components for m in c.migrations)])
+        registry = ApiRegistry()
+        for component in components:
+            for api in component.apis:
+                registry.register(api)
+        admin_key, generated = load_admin_key(data_dir)
+        lookup = _key_lookup(components)
+        shutdown = Shutdown()
+        runtime = Runtime(
+            data_dir=data_dir,
+            store=store,
+            bus=Bus(SqliteEventLog(store), registry, service="+".join(c.name for c in components)),
+            auth=Authenticator(admin_key, lookup(store) if lookup else _no_partners),
+            page_tokens=PageTokens(_token_secret(data_dir)),
+            shutdown=shutdown,
+        )
+        for component in components:
+            if component.start:
+                await component.start(runtime)
+        bindings = [b for c in components for b in c.bindings(runtime)]
+        bindings.append(bus_service.binding(runtime.bus, registry, runtime.auth, shutdown))
+        server = Server(bindings, address, shutdown)
+        mesh = cls(runtime, server, components, admin_key, generated)
+        await server.start()
+        return mesh
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.server.stop(grace)
+        for component in self.components:
+            if component.stop:
+                await component.stop(self.runtime)
+        await self.runtime.bus.close()
+        await self.runtime.store.close()
+
+
+def _key_lookup(components: Sequence[Component]):  # type: ignore[no-untyped-def]
+    for component in components:
+        factory = component.extras.get("key_lookup")
+        if factory is not None:
+            return factory
+    return None
+
+
+async def _no_partners(_: str) -> str | None:
+    return None
+
+
+__all__ = ["KeyLookup", "Mesh", "all_components"]

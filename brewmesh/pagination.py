@@ -1,0 +1,62 @@
+"""Page sizes and page tokens (AIP-158).
+
+A page token is opaque to clients: the last key of the page, bound to the
+request's other fields and signed, so a forged or reused-with-other-filters
+token is refused with INVALID_ARGUMENT instead of returning wrong pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+
+from brewmesh.errors import Violations
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class PageTokens:
+    """Signs and checks page tokens with a server secret."""
+
+    secret: bytes
+
+    def encode(self, last_key: str, query: str) -> str:
+        body = json.dumps({"k": last_key, "q": _fingerprint(query)}, separators=(",", ":")).encode()
+        payload = base64.urlsafe_b64encode(body).decode().rstrip("=")
+        return f"{payload}.{self._sign(payload)}"
+
+    def decode(self, v: Violations, token: str, query: str, field: str = "page_token") -> str | None:
+        """The last key of the previous page, '' for the first page, None if invalid."""
+        if not token:
+            return ""
+        payload, _, signature = token.partition(".")
+        if not hmac.compare_digest(signature, self._sign(payload)):
+            v.add(field, "is not a page token this server issued: pass next_page_token unchanged")
+            return None
+        body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        if body["q"] != _fingerprint(query):
+            v.add(field, "was issued for a request with other fields: keep them the same while paging")
+            return None
+        return str(body["k"])
+
+    def _sign(self, payload: str) -> str:
+        mac = hmac.new(self.secret, payload.encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def check_page_size(v: Violations, page_size: int, field: str = "page_size") -> int:
+    if page_size < 0:
+        v.add(field, f"is {page_size}: use 0 for the default ({DEFAULT_PAGE_SIZE}) or 1 to {MAX_PAGE_SIZE}")
+        return DEFAULT_PAGE_SIZE
+    if page_size == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(page_size, MAX_PAGE_SIZE)
+
+
+def _fingerprint(query: str) -> str:
+    return hashlib.sha256(query.encode()).hexdigest()[:16]

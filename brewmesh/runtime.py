@@ -1,0 +1,43 @@
+"""What a service of the mesh gets from the process that hosts it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from brewmesh.auth import Authenticator
+from brewmesh.events import Bus
+from brewmesh.pagination import PageTokens
+from brewmesh.server import ServiceBinding, Shutdown
+from brewmesh.storage import Migration, SqliteStore
+
+
+@dataclass
+class Runtime:
+    """Shared parts of one process: storage, bus, auth, paging, shutdown."""
+
+    data_dir: Path
+    store: SqliteStore
+    bus: Bus
+    auth: Authenticator
+    page_tokens: PageTokens
+    shutdown: Shutdown
+
+
+@dataclass(frozen=True)
+class Component:
+    """A service area (recipes, partners, runner, bus) as the host sees it.
+
+    `apis` are the services it is authoritative for; `bindings` builds its
+    servicers; `start` runs once storage is migrated (seed data, background
+    tasks); `stop` runs after the server stopped.
+    """
+
+    name: str
+    apis: Sequence[str]
+    migrations: Sequence[Migration]
+    bindings: Callable[[Runtime], list[ServiceBinding]]
+    start: Callable[[Runtime], Awaitable[None]] | None = None
+    stop: Callable[[Runtime], Awaitable[None]] | None = None
+    extras: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,161 @@
+"""Storage behind a small interface: transactions of plain SQL functions.
+
+Domain repositories write `fn(tx) -> result` functions and run them with
+`Store.read` or `Store.write`; each call is one transaction, committed whole
+or rolled back whole. The SQLite implementation runs them on worker threads
+(one writer, several readers, WAL), so database work never stalls the event
+loop. A server database can implement the same two methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+Row = sqlite3.Row
+Params = Sequence[Any]
+
+
+class Tx(Protocol):
+    """One transaction: SQL with `?` parameters."""
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+        ...
+
+    def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
+
+    def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the event loop once the transaction committed."""
+        ...
+
+
+class Store(Protocol):
+    async def read(self, fn: Callable[[Tx], T]) -> T: ...
+
+    async def write(self, fn: Callable[[Tx], T]) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step of a component; applied once, in version order."""
+
+    component: str
+    version: int
+    statements: tuple[str, ...]
+
+
+class _SqliteTx:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self.callbacks: list[Callable[[], None]] = []
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self._connection.execute(sql, params).rowcount
+
+    def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = self._connection.execute(sql, params).fetchone()
+        return row
+
+    def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(self._connection.execute(sql, params).fetchall())
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.callbacks.append(callback)
+
+
+class SqliteStore:
+    """SQLite in WAL mode: one writer thread, `readers` reader threads."""
+
+    def __init__(self, path: Path, readers: int = 4) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA busy_timeout=10000")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def _run(self, fn: Callable[[Tx], T], begin: str) -> tuple[T, list[Callable[[], None]]]:
+        connection = self._connection()
+        tx = _SqliteTx(connection)
+        connection.execute(begin)
+        try:
+            result = fn(tx)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result, tx.callbacks
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        loop = asyncio.get_running_loop()
+        result, _ = await loop.run_in_executor(self._readers, self._run, fn, "BEGIN")
+        return result
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        loop = asyncio.get_running_loop()
+        # Shielded: once a write starts it runs to its end even if the caller
+        # is cancelled, so the after-commit callbacks are never skipped.
+        future = loop.run_in_executor(self._writer, self._run, fn, "BEGIN IMMEDIATE")
+        result, callbacks = await asyncio.shield(future)
+        for callback in callbacks:
+            callback()
+        return result
+
+    async def migrate(self, migrations: Sequence[Migration]) -> None:
+        await self.write(lambda tx: apply_migrations(tx, migrations))
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+
+def apply_migrations(tx: Tx, migrations: Sequence[Migration]) -> None:
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " component TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (component, version))"
+    )
+    done = {(r["component"], r["version"]) for r in tx.fetchall("SELECT component, version FROM schema_migrations")}
+    for migration in sorted(migrations, key=lambda m: (m.component, m.version)):
+        if (migration.component, migration.version) in done:
+            continue
+        for statement in migration.statements:
+            tx.execute(statement)
+        tx.execute(
+            "INSERT INTO schema_migrations (component, version) VALUES (?, ?)",
+            (migration.component, migration.version),
+        )

@@ -1,0 +1,60 @@
+"""Run `buf breaking` on the protos against those that last landed on main.
+
+The baseline commit is named in .ci/proto-baseline (update it to the landed
+commit after a proto change lands). Its protos are built into a descriptor
+image with the same includes as the current ones, offline.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_protos  # noqa: E402
+
+ROOT = build_protos.ROOT
+BASELINE_FILE = ROOT / ".ci" / "proto-baseline"
+
+
+def baseline_commit() -> str:
+    return BASELINE_FILE.read_text().split("#", 1)[0].strip()
+
+
+def build_baseline_image(commit: str, workdir: Path) -> Path:
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "protos"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(workdir, filter="data")
+    protos = workdir / "protos"
+    files = [str(p.relative_to(protos)) for p in sorted(protos.rglob("*.proto"))]
+    image = workdir / "base.binpb"
+    includes = [f"-I{protos}", *(f"-I{d}" for d in build_protos.include_dirs()[1:])]
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", *includes, "--include_imports",
+         f"--descriptor_set_out={image}", *files],
+        check=True,
+    )
+    return image
+
+
+def main() -> None:
+    commit = baseline_commit()
+    buf = str(Path(sys.executable).parent / "buf")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = build_baseline_image(commit, Path(tmp))
+        print(f"buf breaking against protos of {commit}", flush=True)
+        subprocess.run(
+            [buf, "breaking", str(build_protos.IMAGE), "--against", str(base), "--path", "brewmesh"],
+            cwd=ROOT,
+            check=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

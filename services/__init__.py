@@ -1,0 +1,1 @@
+"""The services of the mesh, each a component hosted by brewmesh.mesh."""

@@ -1,0 +1,1 @@
+"""The partner registry: partners, API keys and machine fleets."""

@@ -1,0 +1,68 @@
+"""PartnerService over gRPC: translates protos to the partners domain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from brewmesh.errors import Violations
+from brewmesh.pagination import check_page_size
+from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
+from brewmesh.runtime import Runtime
+from services.partners import partners
+from services.partners.partners import Partner
+
+API = partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def partner_proto(partner: Partner) -> partners_pb2.Partner:
+    created = timestamp_pb2.Timestamp()
+    created.FromDatetime(partner.create_time)
+    return partners_pb2.Partner(
+        name=partner.name, namespace=partner.namespace, display_name=partner.display_name, create_time=created
+    )
+
+
+class PartnerServicer(partners_pb2_grpc.PartnerServiceServicer):
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def CreatePartner(  # noqa: N802
+        self, request: partners_pb2.CreatePartnerRequest, context: Context
+    ) -> partners_pb2.CreatePartnerResponse:
+        await self.rt.auth.require_admin(context)
+        partners.validate_new_partner(request.namespace, request.partner.display_name)
+
+        def create(tx: Any) -> tuple[Partner, str]:
+            partner, key = partners.insert_partner(tx, request.namespace, request.partner.display_name)
+            event = partners_pb2.PartnerCreatedEvent(partner=partner_proto(partner))
+            self.rt.bus.fire(tx, API, "partner_created", event)
+            return partner, key
+
+        partner, key = await self.rt.store.write(create)
+        return partners_pb2.CreatePartnerResponse(partner=partner_proto(partner), api_key=key)
+
+    async def GetPartner(  # noqa: N802
+        self, request: partners_pb2.GetPartnerRequest, context: Context
+    ) -> partners_pb2.Partner:
+        v = Violations()
+        namespace = partners.parse_partner_name(v, "name", request.name)
+        v.raise_if_any()
+        assert namespace is not None
+        return partner_proto(await self.rt.store.read(lambda tx: partners.get_partner(tx, namespace)))
+
+    async def ListPartners(  # noqa: N802
+        self, request: partners_pb2.ListPartnersRequest, context: Context
+    ) -> partners_pb2.ListPartnersResponse:
+        v = Violations()
+        size = check_page_size(v, request.page_size)
+        after = self.rt.page_tokens.decode(v, request.page_token, "partners")
+        v.raise_if_any()
+        assert after is not None
+        found = await self.rt.store.read(lambda tx: partners.list_partners(tx, after, size + 1))
+        page, more = found[:size], len(found) > size
+        token = self.rt.page_tokens.encode(page[-1].namespace, "partners") if more else ""
+        return partners_pb2.ListPartnersResponse(partners=[partner_proto(p) for p in page], next_page_token=token)

@@ -1,0 +1,1 @@
+"""Recipes, layouts and volume formatters: the localisation contexts."""
