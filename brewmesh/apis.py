@@ -13,7 +13,7 @@ import pkgutil
 from dataclasses import dataclass, field
 
 from google.api import field_behavior_pb2
-from google.protobuf import descriptor, message, symbol_database
+from google.protobuf import descriptor, descriptor_pool, message
 
 import brewmesh
 from brewmesh.bus.v1 import events_pb2
@@ -37,7 +37,7 @@ class EventSpec:
     description: str
 
     def required_fields(self) -> list[descriptor.FieldDescriptor]:
-        payload = symbol_database.Default().pool.FindMessageTypeByName(self.payload)
+        payload = descriptor_pool.Default().FindMessageTypeByName(self.payload)
         return [f for f in payload.fields if _is_required(f)]
 
 
@@ -56,7 +56,7 @@ def _load_all_stubs() -> None:
 def declared_apis() -> dict[str, dict[str, EventSpec]]:
     """Every API of the mesh (service full name) with its declared events."""
     _load_all_stubs()
-    pool = symbol_database.Default().pool
+    pool = descriptor_pool.Default()
     apis: dict[str, dict[str, EventSpec]] = {}
     for file_name in _stub_files():
         file = pool.FindFileByName(file_name)
@@ -108,7 +108,9 @@ class ApiRegistry:
         events = self.declared[api]
         spec = events.get(event_type)
         if spec is None:
-            raise EventRefused(f"API '{api}' declares no event '{event_type}' (it declares: {sorted(events)})")
+            raise EventRefused(
+                f"API '{api}' declares no event '{event_type}' (it declares: {sorted(events)})"
+            )
         if payload.DESCRIPTOR.full_name != spec.payload:
             raise EventRefused(
                 f"event '{event_type}' of '{api}' carries {spec.payload}, not {payload.DESCRIPTOR.full_name}"

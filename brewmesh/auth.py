@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,11 @@ class Authenticator:
         self._known: dict[str, str] = {}
 
     async def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
-        key = bearer_key(context)
+        return await self.resolve(context.invocation_metadata() or ())
+
+    async def resolve(self, metadata: Iterable[tuple[str, str | bytes]]) -> Principal:
+        """The principal for call metadata; UNAUTHENTICATED for a malformed or unknown key."""
+        key = bearer_key(metadata)
         if key is None:
             return ANONYMOUS
         digest = hash_key(key)
@@ -124,8 +128,8 @@ def check_namespace_access(principal: Principal, namespace: str) -> None:
     )
 
 
-def bearer_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    for key, value in context.invocation_metadata() or ():
+def bearer_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    for key, value in metadata:
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
             scheme, _, token = text.partition(" ")
@@ -133,3 +137,33 @@ def bearer_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
                 raise Unauthenticated(f"malformed authorization metadata: {HOW_TO_AUTHENTICATE}")
             return token.strip()
     return None
+
+
+class KeyCheckInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Refuses any call that presents a bad key, even to an open read.
+
+    A client with a wrong key should learn it at once, not when it first
+    writes.
+    """
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        try:
+            await self._authenticator.resolve(handler_call_details.invocation_metadata or ())
+        except Unauthenticated as error:
+            return _refusal(error)
+        return await continuation(handler_call_details)
+
+
+def _refusal(error: Unauthenticated) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, error.message)
+
+    # Requests are not deserialised: the call is refused whatever it carries.
+    return grpc.unary_unary_rpc_method_handler(refuse)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -19,7 +19,7 @@ from brewmesh.storage import Migration
 LISTENER_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 SERVICE_NAME = event_bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
@@ -51,10 +51,15 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         if not request.api:
             v.add("api", "is required: the full name of a service, e.g. 'brewmesh.recipes.v1.RecipeService'")
         elif events is None:
-            v.add("api", f"'{request.api}' is not an API of this mesh: one of {sorted(self.registry.declared)}")
+            v.add(
+                "api", f"'{request.api}' is not an API of this mesh: one of {sorted(self.registry.declared)}"
+            )
         for i, event_type in enumerate(request.event_types):
             if events is not None and event_type not in events:
-                v.add(f"event_types[{i}]", f"'{event_type}' is not declared for {request.api}: one of {sorted(events)}")
+                v.add(
+                    f"event_types[{i}]",
+                    f"'{event_type}' is not declared for {request.api}: one of {sorted(events)}",
+                )
         if request.listener_name and not LISTENER_RE.fullmatch(request.listener_name):
             v.add("listener_name", "use 1 to 100 letters, digits, '-', '_' or '.'")
         after = 0
@@ -62,7 +67,10 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
             if request.new_only:
                 v.add("new_only", "cannot be combined with after_id: choose one starting point")
             if not request.after_id.isdigit():
-                v.add("after_id", f"'{request.after_id}' is not an event id: pass the id of an event you received")
+                v.add(
+                    "after_id",
+                    f"'{request.after_id}' is not an event id: pass the id of an event you received",
+                )
             else:
                 after = int(request.after_id)
         v.raise_if_any()
@@ -90,7 +98,9 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
 
 def binding(bus: Bus, registry: ApiRegistry, auth: Any, shutdown: Shutdown) -> ServiceBinding:
     servicer = EventBusServicer(bus, registry, auth, shutdown)
-    return ServiceBinding(SERVICE_NAME, lambda server: event_bus_pb2_grpc.add_EventBusServicer_to_server(servicer, server))
+    return ServiceBinding(
+        SERVICE_NAME, lambda server: event_bus_pb2_grpc.add_EventBusServicer_to_server(servicer, server)
+    )
 
 
 MIGRATIONS: tuple[Migration, ...] = ()

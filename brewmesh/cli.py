@@ -14,13 +14,22 @@ DEFAULT_DATA_DIR = Path("brewmesh-data")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="brewmesh", description="A gRPC service mesh for partner coffee machines.")
+    parser = argparse.ArgumentParser(
+        prog="brewmesh", description="A gRPC service mesh for partner coffee machines."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start every service of the mesh in one process on one port")
-    up.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
-    up.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
     up.add_argument(
-        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"where data lives (default ./{DEFAULT_DATA_DIR})"
+        "--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})"
+    )
+    up.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help=f"where data lives (default ./{DEFAULT_DATA_DIR})",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -137,7 +137,7 @@ _INTERNAL = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; t
 Behaviour = Callable[..., Any]
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps domain errors to status codes for every RPC, in one place.
 
     Unexpected exceptions are logged and reported as INTERNAL (never UNKNOWN

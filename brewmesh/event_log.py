@@ -10,6 +10,7 @@ events; a claim not acknowledged in time is handed out again
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,10 +87,8 @@ class SqliteEventLog:
         """
         async with self._appended:
             seen = self._generation
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._appended.wait_for(lambda: self._generation != seen), timeout)
-            except TimeoutError:
-                pass
 
     # -- reading ---------------------------------------------------------
     async def read(self, api: str, after_id: int, types: Sequence[str], limit: int) -> list[events_pb2.Event]:
@@ -164,7 +163,9 @@ class SqliteEventLog:
         )
 
 
-def _reclaim_expired(tx: Tx, group: Group, member: str, now: float, visibility: float, limit: int) -> list[Row]:
+def _reclaim_expired(
+    tx: Tx, group: Group, member: str, now: float, visibility: float, limit: int
+) -> list[Row]:
     expired = tx.fetchall(
         "SELECT e.* FROM listener_claims c JOIN events e ON e.id = c.event_id"
         " WHERE c.api = ? AND c.group_key = ? AND c.deadline < ? ORDER BY c.event_id LIMIT ?",
@@ -196,5 +197,10 @@ def _to_event(row: Row) -> events_pb2.Event:
     moment = timestamp_pb2.Timestamp()
     moment.FromNanoseconds(row["time_ns"])
     return events_pb2.Event(
-        id=str(row["id"]), api=row["api"], type=row["type"], payload=payload, time=moment, source=row["source"]
+        id=str(row["id"]),
+        api=row["api"],
+        type=row["type"],
+        payload=payload,
+        time=moment,
+        source=row["source"],
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from brewmesh import bus_service, event_log
 from brewmesh.apis import ApiRegistry
-from brewmesh.auth import Authenticator, KeyLookup, load_admin_key
+from brewmesh.auth import Authenticator, KeyCheckInterceptor, KeyLookup, load_admin_key
 from brewmesh.event_log import SqliteEventLog
 from brewmesh.events import Bus
 from brewmesh.pagination import PageTokens
@@ -87,7 +87,7 @@ class Mesh:
                 await component.start(runtime)
         bindings = [b for c in components for b in c.bindings(runtime)]
         bindings.append(bus_service.binding(runtime.bus, registry, runtime.auth, shutdown))
-        server = Server(bindings, address, shutdown)
+        server = Server(bindings, address, shutdown, interceptors=[KeyCheckInterceptor(runtime.auth)])
         mesh = cls(runtime, server, components, admin_key, generated)
         await server.start()
         return mesh

@@ -65,7 +65,10 @@ def check_composite_id(v: Violations, field: str, value: str) -> CompositeId | N
     ok_ns = _quiet(check_namespace, namespace)
     ok_id = _quiet(check_id_component, component)
     if not (ok_ns and ok_id):
-        v.add(field, f"'{value}' is not a valid id: namespace {NAMESPACE_RULE}; id component {ID_COMPONENT_RULE}")
+        v.add(
+            field,
+            f"'{value}' is not a valid id: namespace {NAMESPACE_RULE}; id component {ID_COMPONENT_RULE}",
+        )
         return None
     return CompositeId(namespace, component)
 
@@ -95,7 +98,10 @@ def check_language(v: Violations, field: str, value: str) -> str | None:
 def check_country(v: Violations, field: str, value: str) -> str | None:
     """An optional country code: '' is valid (no country)."""
     if value and not COUNTRY_RE.fullmatch(value):
-        v.add(field, f"'{value}' is not an ISO 3166-1 alpha-2 country code: use two uppercase letters, e.g. 'US'")
+        v.add(
+            field,
+            f"'{value}' is not an ISO 3166-1 alpha-2 country code: use two uppercase letters, e.g. 'US'",
+        )
         return None
     return value
 

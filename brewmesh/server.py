@@ -58,6 +58,7 @@ class Server:
         address: str = "127.0.0.1:0",
         shutdown: Shutdown | None = None,
         on_stop: Sequence[Callable[[], object]] = (),
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.services = list(services)
         self.address = address
@@ -66,7 +67,7 @@ class Server:
         self.port = 0
         self._on_stop = list(on_stop)
         self._server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=[*interceptors, ErrorMappingInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),

@@ -149,7 +149,10 @@ def apply_migrations(tx: Tx, migrations: Sequence[Migration]) -> None:
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " component TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (component, version))"
     )
-    done = {(r["component"], r["version"]) for r in tx.fetchall("SELECT component, version FROM schema_migrations")}
+    done = {
+        (r["component"], r["version"])
+        for r in tx.fetchall("SELECT component, version FROM schema_migrations")
+    }
     for migration in sorted(migrations, key=lambda m: (m.component, m.version)):
         if (migration.component, migration.version) in done:
             continue

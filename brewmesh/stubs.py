@@ -28,5 +28,5 @@ def check_fresh() -> None:
         from brewmesh._stubs_stamp import PROTOS_SHA256
     except ImportError:
         raise StaleStubsError("proto stubs are missing: run `python3 tasks.py setup`") from None
-    if PROTOS_SHA256 != _digest(_CHECKOUT_PROTOS):
+    if _digest(_CHECKOUT_PROTOS) != PROTOS_SHA256:
         raise StaleStubsError("proto stubs are older than protos/: run `python3 tasks.py setup`")

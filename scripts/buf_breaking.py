@@ -15,7 +15,7 @@ from io import BytesIO
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import build_protos  # noqa: E402
+import build_protos
 
 ROOT = build_protos.ROOT
 BASELINE_FILE = ROOT / ".ci" / "proto-baseline"
@@ -36,8 +36,15 @@ def build_baseline_image(commit: str, workdir: Path) -> Path:
     image = workdir / "base.binpb"
     includes = [f"-I{protos}", *(f"-I{d}" for d in build_protos.include_dirs()[1:])]
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", *includes, "--include_imports",
-         f"--descriptor_set_out={image}", *files],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            *includes,
+            "--include_imports",
+            f"--descriptor_set_out={image}",
+            *files,
+        ],
         check=True,
     )
     return image
@@ -49,11 +56,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = build_baseline_image(commit, Path(tmp))
         print(f"buf breaking against protos of {commit}", flush=True)
-        subprocess.run(
+        result = subprocess.run(
             [buf, "breaking", str(build_protos.IMAGE), "--against", str(base), "--path", "brewmesh"],
             cwd=ROOT,
-            check=True,
+            check=False,
         )
+    if result.returncode:
+        print("buf breaking: the protos break compatibility with what landed (see above)", file=sys.stderr)
+        sys.exit(result.returncode)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ def key_lookup(store: Store) -> KeyLookup:
 
 def bindings(rt: Runtime) -> list[ServiceBinding]:
     servicer = PartnerServicer(rt)
-    return [ServiceBinding(API, lambda s: partners_pb2_grpc.add_PartnerServiceServicer_to_server(servicer, s))]
+    return [
+        ServiceBinding(API, lambda s: partners_pb2_grpc.add_PartnerServiceServicer_to_server(servicer, s))
+    ]
 
 
 def component() -> Component:

@@ -65,7 +65,8 @@ def insert_partner(tx: Tx, namespace: str, display_name: str) -> tuple[Partner, 
 
 def parse_partner_name(v: Violations, field: str, name: str) -> str | None:
     if not name.startswith("partners/"):
-        v.add(field, f"'{name}' is not a partner name: use 'partners/{{namespace}}', e.g. 'partners/my-coffee-company'")
+        example = "'partners/my-coffee-company'"
+        v.add(field, f"'{name}' is not a partner name: use 'partners/{{namespace}}', e.g. {example}")
         return None
     return check_namespace(v, field, name.removeprefix("partners/"))
 

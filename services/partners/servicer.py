@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -15,7 +15,7 @@ from services.partners import partners
 from services.partners.partners import Partner
 
 API = partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = grpc.aio.ServicerContext
 
 
 def partner_proto(partner: Partner) -> partners_pb2.Partner:
@@ -65,4 +65,6 @@ class PartnerServicer(partners_pb2_grpc.PartnerServiceServicer):
         found = await self.rt.store.read(lambda tx: partners.list_partners(tx, after, size + 1))
         page, more = found[:size], len(found) > size
         token = self.rt.page_tokens.encode(page[-1].namespace, "partners") if more else ""
-        return partners_pb2.ListPartnersResponse(partners=[partner_proto(p) for p in page], next_page_token=token)
+        return partners_pb2.ListPartnersResponse(
+            partners=[partner_proto(p) for p in page], next_page_token=token
+        )

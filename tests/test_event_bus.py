@@ -1,0 +1,177 @@
+"""The event bus: authoritative firing, Subscribe, listener groups, listen()."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from brewmesh.apis import EventRefused
+from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
+from brewmesh.bus.v1 import events_pb2
+from brewmesh.client import MeshClient, field_violations
+from brewmesh.events import ReceivedEvent
+from brewmesh.mesh import Mesh
+from brewmesh.partners.v1 import partners_pb2
+from services.partners.component import component as partners_component
+from tests.conftest import create_partner
+
+PARTNERS = "brewmesh.partners.v1.PartnerService"
+RECIPES = "brewmesh.recipes.v1.RecipeService"
+
+
+def partner_created(namespace: str) -> partners_pb2.PartnerCreatedEvent:
+    return partners_pb2.PartnerCreatedEvent(
+        partner=partners_pb2.Partner(name=f"partners/{namespace}", display_name=namespace)
+    )
+
+
+async def take(stream: AsyncIterator[events_pb2.Event], count: int) -> list[events_pb2.Event]:
+    got = []
+    async for event in stream:
+        got.append(event)
+        if len(got) == count:
+            break
+    return got
+
+
+async def test_fire_refuses_an_event_not_declared_for_the_api(mesh: Mesh) -> None:
+    with pytest.raises(EventRefused, match="declares no event 'partner_exploded'"):
+        await mesh.runtime.bus.fire_now(PARTNERS, "partner_exploded", partner_created("x"))
+
+
+async def test_fire_refuses_an_api_this_process_does_not_serve(tmp_path: Path) -> None:
+    only_partners = await Mesh.start(tmp_path / "d", components=[partners_component()])
+    try:
+        with pytest.raises(
+            EventRefused, match=r"not authoritative for API 'brewmesh\.recipes\.v1\.RecipeService'"
+        ):
+            await only_partners.runtime.bus.fire_now(RECIPES, "recipe_deleted", partner_created("x"))
+    finally:
+        await only_partners.stop(grace=0)
+
+
+async def test_fire_refuses_missing_required_fields_and_wrong_payloads(mesh: Mesh) -> None:
+    with pytest.raises(EventRefused, match="lacks required fields: partner"):
+        await mesh.runtime.bus.fire_now(PARTNERS, "partner_created", partners_pb2.PartnerCreatedEvent())
+    with pytest.raises(EventRefused, match=r"carries brewmesh\.partners\.v1\.PartnerCreatedEvent"):
+        await mesh.runtime.bus.fire_now(PARTNERS, "partner_created", partners_pb2.Partner(name="partners/x"))
+    assert await mesh.runtime.bus.log.last_id(PARTNERS) == 0
+
+
+async def test_subscriber_sees_events_in_order_and_resumes_after_an_id(mesh: Mesh, admin: MeshClient) -> None:
+    for name in ("alpha-co", "beta-co", "gamma-co"):
+        await create_partner(mesh, admin, name)
+    first = await take(admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS)), 2)
+    assert [e.type for e in first] == ["partner_created"] * 2
+    payload = partners_pb2.PartnerCreatedEvent()
+    first[0].payload.Unpack(payload)
+    assert payload.partner.namespace == "alpha-co"
+    rest = await take(admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS, after_id=first[-1].id)), 1)
+    rest[0].payload.Unpack(payload)
+    assert payload.partner.namespace == "gamma-co"
+    assert int(rest[0].id) > int(first[-1].id)
+
+
+async def test_subscriber_receives_events_fired_after_it_subscribed(mesh: Mesh, admin: MeshClient) -> None:
+    stream = admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS, new_only=True))
+    waiting = asyncio.create_task(take(stream, 1))
+    await asyncio.sleep(0.2)
+    await create_partner(mesh, admin, "late-co")
+    [event] = await asyncio.wait_for(waiting, 5)
+    assert event.source.endswith("/partners+recipes")
+
+
+async def test_named_listeners_share_each_event_once(mesh: Mesh, admin: MeshClient) -> None:
+    for i in range(6):
+        await create_partner(mesh, admin, f"shared-{i}")
+    request = bus_pb.SubscribeRequest(api=PARTNERS, listener_name="billing")
+    one, two = admin.bus.Subscribe(request), admin.bus.Subscribe(request)
+    got = await asyncio.gather(take(one, 3), take(two, 3))
+    ids = [e.id for batch in got for e in batch]
+    assert len(ids) == 6 and len(set(ids)) == 6
+    one.cancel()
+    two.cancel()
+    # A different listener name is another group: it gets every event again.
+    audit = await take(admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS, listener_name="audit")), 6)
+    assert sorted(e.id for e in audit) == sorted(ids)
+
+
+async def test_subscribe_needs_a_key(anonymous: MeshClient) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await take(anonymous.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS)), 1)
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_subscribe_rejects_unknown_api_and_events(admin: MeshClient) -> None:
+    request = bus_pb.SubscribeRequest(api=PARTNERS, event_types=["nope"], after_id="x", new_only=True)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await take(admin.bus.Subscribe(request), 1)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {v.field for v in field_violations(error.value)} == {"event_types[0]", "after_id", "new_only"}
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await take(admin.bus.Subscribe(bus_pb.SubscribeRequest(api="acme.Nothing")), 1)
+    assert [v.field for v in field_violations(unknown.value)] == ["api"]
+
+
+async def test_list_apis_shows_declared_events(anonymous: MeshClient) -> None:
+    apis = {a.name: a for a in (await anonymous.bus.ListApis(bus_pb.ListApisRequest())).apis}
+    partners = apis[PARTNERS]
+    assert partners.served_here
+    assert {e.type for e in partners.events} == {
+        "partner_created",
+        "coffee_machines_put",
+        "machine_status_changed",
+    }
+
+
+async def test_listen_retries_a_failing_handler_until_it_succeeds(mesh: Mesh, admin: MeshClient) -> None:
+    calls: list[str] = []
+    done = asyncio.Event()
+
+    async def flaky(event: ReceivedEvent) -> None:
+        calls.append(event.id)
+        if len(calls) < 3:
+            raise RuntimeError("downstream is down")
+        assert isinstance(event.payload, partners_pb2.PartnerCreatedEvent)
+        done.set()
+
+    mesh.runtime.bus.listen(f"{PARTNERS}.partner_created", flaky, listener_name="welcome-mail")
+    await asyncio.sleep(0.1)
+    await create_partner(mesh, admin, "retry-co")
+    await asyncio.wait_for(done.wait(), 10)
+    assert len(calls) == 3 and len(set(calls)) == 1
+
+
+async def test_listener_group_resumes_after_restart(tmp_path: Path) -> None:
+    data = tmp_path / "restart"
+    first = await Mesh.start(data)
+    seen: list[str] = []
+
+    async def record(event: ReceivedEvent) -> None:
+        assert isinstance(event.payload, partners_pb2.PartnerCreatedEvent)
+        seen.append(event.payload.partner.name)
+
+    first.runtime.bus.listen(f"{PARTNERS}.partner_created", record, listener_name="crm")
+    await asyncio.sleep(0.1)
+    await first.runtime.bus.fire_now(PARTNERS, "partner_created", partner_created("before-stop"))
+    for _ in range(50):
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    await first.stop(grace=0)
+    # Fired while no member of the group is running.
+    second = await Mesh.start(data)
+    try:
+        await second.runtime.bus.fire_now(PARTNERS, "partner_created", partner_created("while-away"))
+        second.runtime.bus.listen(f"{PARTNERS}.partner_created", record, listener_name="crm")
+        for _ in range(100):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await second.stop(grace=0)
+    assert seen == ["partners/before-stop", "partners/while-away"]

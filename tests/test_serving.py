@@ -1,0 +1,103 @@
+"""What every brewmesh server owes its clients: health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
+from brewmesh.client import MeshClient, connect
+from brewmesh.mesh import Mesh
+from brewmesh.partners.v1 import partners_pb2
+from tests.conftest import MeshProcess, grpcurl
+
+SERVICES = [
+    "brewmesh.partners.v1.PartnerService",
+    "brewmesh.recipes.v1.RecipeService",
+    "brewmesh.recipes.v1.LayoutService",
+    "brewmesh.recipes.v1.FormatterService",
+    "brewmesh.bus.v1.EventBus",
+]
+
+
+@pytest.mark.parametrize("service", ["", *SERVICES])
+async def test_health_reports_each_service_serving(mesh: Mesh, service: str) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service)
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_health_of_an_unknown_service_is_not_found(mesh: Mesh) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="acme.Nope")
+            )
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_grpcurl_lists_services_and_shows_doc_comments(mesh_process: MeshProcess) -> None:
+    listed = grpcurl(mesh_process.address, "list")
+    assert listed.returncode == 0, listed.stderr
+    for service in [*SERVICES, "grpc.health.v1.Health"]:
+        assert service in listed.stdout.split()
+    described = grpcurl(mesh_process.address, "describe", "brewmesh.recipes.v1.FormatterService.FormatVolume")
+    assert described.returncode == 0, described.stderr
+    assert "else the one for the language" in described.stdout
+    message = grpcurl(mesh_process.address, "describe", "brewmesh.recipes.v1.ValueTransform")
+    assert "Digits after the decimal point" in message.stdout
+
+
+def test_sigterm_stops_gracefully(mesh_process: MeshProcess) -> None:
+    output = mesh_process.stop()
+    assert mesh_process.process.returncode == 0
+    assert "draining in-flight calls" in output and "brewmesh stopped" in output
+
+
+async def test_stop_ends_open_streams_with_unavailable_and_finishes_calls(mesh: Mesh) -> None:
+    async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as client:
+        stream = client.bus.Subscribe(bus_pb.SubscribeRequest(api="brewmesh.partners.v1.PartnerService"))
+        reading = asyncio.create_task(_drain(stream))
+        await asyncio.sleep(0.2)
+        await mesh.server.stop(grace=5)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await asyncio.wait_for(reading, 5)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "resume with after_id" in (ended.value.details() or "")
+
+
+async def _drain(stream: object) -> None:
+    async for _ in stream:  # type: ignore[attr-defined]
+        pass
+
+
+async def test_calls_past_their_deadline_fail_with_deadline_exceeded(admin: MeshClient) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await admin.partners.ListPartners(partners_pb2.ListPartnersRequest(), timeout=0.000001)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_restart_keeps_data_and_keys(tmp_path: Path) -> None:
+    data = tmp_path / "keep"
+    first = await Mesh.start(data)
+    async with connect(f"127.0.0.1:{first.port}", key=first.admin_key) as admin:
+        created = await admin.partners.CreatePartner(
+            partners_pb2.CreatePartnerRequest(
+                namespace="kept-co", partner=partners_pb2.Partner(display_name="Kept")
+            )
+        )
+    await first.stop(grace=0)
+    second = await Mesh.start(data)
+    try:
+        assert second.admin_key == first.admin_key and not second.admin_key_generated
+        async with connect(f"127.0.0.1:{second.port}", key=created.api_key) as partner:
+            kept = await partner.partners.GetPartner(partners_pb2.GetPartnerRequest(name="partners/kept-co"))
+        assert kept.display_name == "Kept"
+    finally:
+        await second.stop(grace=0)
