@@ -33,7 +33,9 @@ def run(*cmd: str | Path, **kwargs: object) -> None:
 def setup() -> None:
     if not PY.exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "setup.py").read_bytes()).hexdigest()
+    wanted = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + (ROOT / "setup.py").read_bytes()
+    ).hexdigest()
     if not INSTALLED_STAMP.exists() or INSTALLED_STAMP.read_text() != wanted:
         run(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
         run(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev]")

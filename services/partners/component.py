@@ -1,14 +1,22 @@
-"""The partners component: PartnerService, its storage and the key lookup."""
+"""The partners component: PartnerService, its storage, key lookup, health checks."""
 
 from __future__ import annotations
+
+import os
 
 from brewmesh.auth import KeyLookup
 from brewmesh.partners.v1 import partners_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
-from brewmesh.storage import Store
-from services.partners import partners
-from services.partners.servicer import API, PartnerServicer
+from brewmesh.storage import Store, Tx
+from services.partners import machines, partners
+from services.partners.fleet_rpcs import API, status_changed_event
+from services.partners.health_checks import HealthChecker
+from services.partners.machines import CoffeeMachine, ServingStatus
+from services.partners.servicer import PartnerServicer
+
+HEALTH_INTERVAL_ENV = "BREWMESH_HEALTH_INTERVAL"
+DEFAULT_HEALTH_INTERVAL = 5.0
 
 
 def key_lookup(store: Store) -> KeyLookup:
@@ -18,18 +26,43 @@ def key_lookup(store: Store) -> KeyLookup:
     return lookup
 
 
-def bindings(rt: Runtime) -> list[ServiceBinding]:
-    servicer = PartnerServicer(rt)
-    return [
-        ServiceBinding(API, lambda s: partners_pb2_grpc.add_PartnerServiceServicer_to_server(servicer, s))
-    ]
+class Partners:
+    """The component's state in one process: its health checker."""
+
+    def __init__(self) -> None:
+        self.checker: HealthChecker | None = None
+
+    async def start(self, rt: Runtime) -> None:
+        def on_change(tx: Tx, machine: CoffeeMachine, status: ServingStatus) -> None:
+            rt.bus.fire(tx, API, "machine_status_changed", status_changed_event(machine, status))
+
+        interval = float(os.environ.get(HEALTH_INTERVAL_ENV, DEFAULT_HEALTH_INTERVAL))
+        self.checker = HealthChecker(rt.store, on_change, interval)
+        self.checker.start()
+
+    async def stop(self, rt: Runtime) -> None:
+        if self.checker:
+            await self.checker.stop()
+
+    def bindings(self, rt: Runtime) -> list[ServiceBinding]:
+        servicer = PartnerServicer(rt, self._poke)
+        return [
+            ServiceBinding(API, lambda s: partners_pb2_grpc.add_PartnerServiceServicer_to_server(servicer, s))
+        ]
+
+    def _poke(self) -> None:
+        if self.checker:
+            self.checker.poke()
 
 
 def component() -> Component:
+    state = Partners()
     return Component(
         name="partners",
         apis=[API],
-        migrations=partners.MIGRATIONS,
-        bindings=bindings,
+        migrations=[*partners.MIGRATIONS, *machines.MIGRATIONS],
+        bindings=state.bindings,
+        start=state.start,
+        stop=state.stop,
         extras={"key_lookup": key_lookup},
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import Any
 
-import grpc
 from google.protobuf import timestamp_pb2
 
 from brewmesh.errors import Violations
@@ -12,10 +12,8 @@ from brewmesh.pagination import check_page_size
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.runtime import Runtime
 from services.partners import partners
+from services.partners.fleet_rpcs import API, Context, FleetRpcs
 from services.partners.partners import Partner
-
-API = partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name
-Context: TypeAlias = grpc.aio.ServicerContext
 
 
 def partner_proto(partner: Partner) -> partners_pb2.Partner:
@@ -26,9 +24,12 @@ def partner_proto(partner: Partner) -> partners_pb2.Partner:
     )
 
 
-class PartnerServicer(partners_pb2_grpc.PartnerServiceServicer):
-    def __init__(self, rt: Runtime) -> None:
+class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
+    """PartnerService: partners and keys here, fleets in FleetRpcs."""
+
+    def __init__(self, rt: Runtime, on_fleet_put: Callable[[], None]) -> None:
         self.rt = rt
+        self.on_fleet_put = on_fleet_put
 
     async def CreatePartner(  # noqa: N802
         self, request: partners_pb2.CreatePartnerRequest, context: Context

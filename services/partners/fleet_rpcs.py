@@ -1,0 +1,113 @@
+"""PartnerService's fleet RPCs: declare, get and list coffee machines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeAlias
+
+import grpc
+
+from brewmesh.errors import Violations
+from brewmesh.pagination import check_page_size
+from brewmesh.partners.v1 import partners_pb2
+from brewmesh.runtime import Runtime
+from brewmesh.storage import Tx
+from services.partners import machines, partners
+from services.partners.machines import CoffeeMachine, MachineSpec
+
+API = partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def machine_proto(machine: CoffeeMachine) -> partners_pb2.CoffeeMachine:
+    proto = partners_pb2.CoffeeMachine(
+        name=machine.name,
+        api_type=machine.api_type,
+        program_api=partners_pb2.ProgramApi(endpoint=machine.endpoint, tls=machine.tls),
+        handled_events=machine.handled_events,
+        serving_status=partners_pb2.ServingStatus.ValueType(int(machine.serving_status)),
+    )
+    if machine.status_time:
+        proto.status_time.FromDatetime(machine.status_time)
+    return proto
+
+
+def machine_spec(proto: partners_pb2.CoffeeMachine) -> MachineSpec:
+    return MachineSpec(
+        machine_id=proto.name.rpartition("/")[2],
+        api_type=proto.api_type,
+        endpoint=proto.program_api.endpoint,
+        tls=proto.program_api.tls,
+        handled_events=tuple(proto.handled_events),
+    )
+
+
+def status_changed_event(
+    machine: CoffeeMachine, status: machines.ServingStatus
+) -> partners_pb2.MachineStatusChangedEvent:
+    return partners_pb2.MachineStatusChangedEvent(
+        machine=machine.name,
+        previous_status=partners_pb2.ServingStatus.ValueType(int(machine.serving_status)),
+        serving_status=partners_pb2.ServingStatus.ValueType(int(status)),
+    )
+
+
+class FleetRpcs:
+    """The machine-fleet RPCs of PartnerService (mixed into its servicer)."""
+
+    rt: Runtime
+    on_fleet_put: Callable[[], None]
+
+    async def PutCoffeeMachines(  # noqa: N802
+        self, request: partners_pb2.PutCoffeeMachinesRequest, context: Context
+    ) -> partners_pb2.PutCoffeeMachinesResponse:
+        v = Violations()
+        namespace = partners.parse_partner_name(v, "parent", request.parent)
+        v.raise_if_any()
+        assert namespace is not None
+        await self.rt.auth.require_writer(context, namespace)
+        named = [(m.name, machine_spec(m)) for m in request.coffee_machines]
+        machines.check_fleet(v, namespace, named)
+        v.raise_if_any()
+
+        def put(tx: Tx) -> list[CoffeeMachine]:
+            fleet = machines.put_fleet(tx, namespace, [spec for _, spec in named])
+            event = partners_pb2.CoffeeMachinesPutEvent(
+                parent=request.parent, coffee_machines=[machine_proto(m) for m in fleet]
+            )
+            self.rt.bus.fire(tx, API, "coffee_machines_put", event)
+            return fleet
+
+        fleet = await self.rt.store.write(put)
+        self.on_fleet_put()
+        return partners_pb2.PutCoffeeMachinesResponse(coffee_machines=[machine_proto(m) for m in fleet])
+
+    async def GetCoffeeMachine(  # noqa: N802
+        self, request: partners_pb2.GetCoffeeMachineRequest, context: Context
+    ) -> partners_pb2.CoffeeMachine:
+        v = Violations()
+        parsed = machines.parse_machine_name(v, "name", request.name)
+        v.raise_if_any()
+        assert parsed is not None
+        return machine_proto(await self.rt.store.read(lambda tx: machines.get_machine(tx, *parsed)))
+
+    async def ListCoffeeMachines(  # noqa: N802
+        self, request: partners_pb2.ListCoffeeMachinesRequest, context: Context
+    ) -> partners_pb2.ListCoffeeMachinesResponse:
+        v = Violations()
+        namespace = partners.parse_partner_name(v, "parent", request.parent)
+        size = check_page_size(v, request.page_size)
+        after = self.rt.page_tokens.decode(v, request.page_token, f"machines|{request.parent}")
+        v.raise_if_any()
+        assert namespace is not None and after is not None
+
+        def read(tx: Tx) -> list[CoffeeMachine]:
+            partners.get_partner(tx, namespace)
+            return machines.list_machines(tx, namespace, after, size + 1)
+
+        found = await self.rt.store.read(read)
+        page, more = found[:size], len(found) > size
+        token = self.rt.page_tokens.encode(page[-1].machine_id, f"machines|{request.parent}") if more else ""
+        return partners_pb2.ListCoffeeMachinesResponse(
+            coffee_machines=[machine_proto(m) for m in page], next_page_token=token
+        )
