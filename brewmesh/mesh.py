@@ -30,8 +30,9 @@ TOKEN_SECRET_ENV = "BREWMESH_TOKEN_SECRET"
 def all_components() -> list[Component]:
     from services.partners.component import component as partners
     from services.recipes.component import component as recipes
+    from services.runner.component import component as runner
 
-    return [partners(), recipes()]
+    return [partners(), recipes(), runner()]
 
 
 def _token_secret(data_dir: Path) -> bytes:
@@ -61,8 +62,13 @@ class Mesh:
 
     @classmethod
     async def start(
-        cls, data_dir: Path, address: str = "127.0.0.1:0", components: Sequence[Component] | None = None
+        cls,
+        data_dir: Path,
+        address: str = "127.0.0.1:0",
+        components: Sequence[Component] | None = None,
+        peers: dict[str, str] | None = None,
     ) -> Mesh:
+        """Start a process of the mesh; `peers` says where components hosted elsewhere are."""
         components = list(all_components() if components is None else components)
         data_dir.mkdir(parents=True, exist_ok=True)
         store = SqliteStore(data_dir / DB_FILE)
@@ -81,6 +87,7 @@ class Mesh:
             auth=Authenticator(admin_key, lookup(store) if lookup else _no_partners),
             page_tokens=PageTokens(_token_secret(data_dir)),
             shutdown=shutdown,
+            peers=dict(peers or {}),
         )
         for component in components:
             if component.start:
@@ -90,6 +97,8 @@ class Mesh:
         server = Server(bindings, address, shutdown, interceptors=[KeyCheckInterceptor(runtime.auth)])
         mesh = cls(runtime, server, components, admin_key, generated)
         await server.start()
+        for component in components:  # the components hosted here are reached here
+            runtime.peers.setdefault(component.name, f"127.0.0.1:{server.port}")
         return mesh
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brewmesh.auth import Authenticator
+from brewmesh.errors import Unavailable
 from brewmesh.events import Bus
 from brewmesh.pagination import PageTokens
 from brewmesh.server import ServiceBinding, Shutdown
@@ -23,6 +24,14 @@ class Runtime:
     auth: Authenticator
     page_tokens: PageTokens
     shutdown: Shutdown
+    peers: dict[str, str] = field(default_factory=dict)
+    """Where each component of the mesh is served (`recipes` -> `host:port`)."""
+
+    def address_of(self, component: str) -> str:
+        address = self.peers.get(component)
+        if address is None:
+            raise Unavailable(f"no address is configured for the {component} service")
+        return address
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,10 @@ async def test_subscriber_receives_events_fired_after_it_subscribed(mesh: Mesh, 
     await asyncio.sleep(0.2)
     await create_partner(mesh, admin, "late-co")
     [event] = await asyncio.wait_for(waiting, 5)
-    assert event.source.endswith("/partners+recipes")
+    payload = partners_pb2.PartnerCreatedEvent()
+    event.payload.Unpack(payload)
+    assert payload.partner.namespace == "late-co"
+    assert "partners" in event.source.rpartition("/")[2].split("+")
 
 
 async def test_named_listeners_share_each_event_once(mesh: Mesh, admin: MeshClient) -> None:

@@ -20,6 +20,7 @@ SERVICES = [
     "brewmesh.recipes.v1.RecipeService",
     "brewmesh.recipes.v1.LayoutService",
     "brewmesh.recipes.v1.FormatterService",
+    "brewmesh.runner.v1.ProgramRunner",
     "brewmesh.bus.v1.EventBus",
 ]
 

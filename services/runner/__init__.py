@@ -1,0 +1,1 @@
+"""The runner: proxies program runs to partner machines and records their events."""

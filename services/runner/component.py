@@ -1,0 +1,68 @@
+"""The runner component: ProgramRunner as a proxy, and its followers."""
+
+from __future__ import annotations
+
+import os
+
+from brewmesh.runner.v1 import program_runner_pb2_grpc
+from brewmesh.runtime import Component, Runtime
+from brewmesh.server import ServiceBinding
+from services.runner import run_store
+from services.runner.follower import Follower
+from services.runner.machine_link import MachineLink
+from services.runner.recorder import API, RunRecorder
+from services.runner.resolution import Resolver
+from services.runner.run_feed import RunFeed
+from services.runner.servicer import ProgramRunnerServicer
+
+RESUME_ENV = "BREWMESH_MACHINE_RESUME_SECONDS"
+DEFAULT_RESUME_SECONDS = 15.0
+
+
+class Runner:
+    """The runner's parts in one process."""
+
+    def __init__(self) -> None:
+        self.link = MachineLink()
+        self.resolver: Resolver | None = None
+        self.follower: Follower | None = None
+        self.servicer: ProgramRunnerServicer | None = None
+
+    async def start(self, rt: Runtime) -> None:
+        feed = RunFeed(rt.store)
+        recorder = RunRecorder(rt.store, rt.bus, feed)
+        resume = float(os.environ.get(RESUME_ENV, DEFAULT_RESUME_SECONDS))
+        self.follower = Follower(rt.store, self.link, recorder, resume)
+        self.resolver = Resolver(rt.address_of)
+        self.servicer = ProgramRunnerServicer(rt, self.resolver, self.link, recorder, feed, self.follower)
+        # Pick up the runs that were live when this runner last stopped.
+        for run in await rt.store.read(run_store.live_runs):
+            self.follower.follow(run.request.run_id)
+
+    async def stop(self, rt: Runtime) -> None:
+        if self.follower:
+            await self.follower.stop()
+        if self.resolver:
+            await self.resolver.close()
+        await self.link.close()
+
+    def bindings(self, rt: Runtime) -> list[ServiceBinding]:
+        servicer = self.servicer
+        assert servicer is not None, "start() builds the servicer"
+        return [
+            ServiceBinding(
+                API, lambda s: program_runner_pb2_grpc.add_ProgramRunnerServicer_to_server(servicer, s)
+            )
+        ]
+
+
+def component() -> Component:
+    runner = Runner()
+    return Component(
+        name="runner",
+        apis=[API],
+        migrations=run_store.MIGRATIONS,
+        bindings=runner.bindings,
+        start=runner.start,
+        stop=runner.stop,
+    )

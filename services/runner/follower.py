@@ -1,0 +1,111 @@
+"""Follows each live run's machine stream and records what the machine emits.
+
+A dropped stream is resumed from the last machine sequence recorded, with
+backoff, for a bounded time; after that the run fails with a reason, so no
+caller ever waits on a machine that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import grpc
+
+from brewmesh.runner.v1 import program_runner_pb2 as pb
+from brewmesh.storage import Store
+from services.runner import run_store
+from services.runner.machine_link import MachineLink
+from services.runner.program_runs import Origin, ProgramRun, State
+from services.runner.recorder import RunRecorder
+from services.runner.run_protos import from_struct
+
+log = logging.getLogger(__name__)
+
+MACHINE_CALL_SECONDS = 5.0
+
+
+class Follower:
+    def __init__(self, store: Store, link: MachineLink, recorder: RunRecorder, resume_seconds: float) -> None:
+        self.store = store
+        self.link = link
+        self.recorder = recorder
+        self.resume_seconds = resume_seconds
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def follow(self, run_id: str) -> None:
+        if run_id in self._tasks:
+            return
+        task = asyncio.get_running_loop().create_task(self._follow(run_id), name=f"follow {run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow(self, run_id: str) -> None:
+        lost_since: float | None = None
+        backoff = 0.05
+        last_cursor = -1
+        while True:
+            run = await self.store.read(lambda tx: run_store.get_run(tx, run_id))
+            if run.state.terminal:
+                return
+            if run.machine_cursor != last_cursor:  # the machine made progress: a fresh window
+                lost_since, backoff, last_cursor = None, 0.05, run.machine_cursor
+            try:
+                if await self._tail(run):
+                    return
+                problem = "the machine ended the run's event stream before the run was over"
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    await self.recorder.fail(
+                        run_id, f"the machine at {run.target.endpoint} no longer knows this run"
+                    )
+                    return
+                problem = f"{error.code().name}: {error.details()}"
+            except Exception as error:
+                log.exception("following run %s failed", run_id)
+                problem = f"{type(error).__name__}: {error}"
+            now = time.monotonic()
+            lost_since = lost_since or now
+            if now - lost_since >= self.resume_seconds:
+                reason = (
+                    f"lost contact with the machine at {run.target.endpoint} for "
+                    f"{self.resume_seconds:g} s ({problem})"
+                )
+                await self.recorder.fail(run_id, reason)
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _tail(self, run: ProgramRun) -> bool:
+        """Record the machine's events from where we left off; True once terminal."""
+        if run.state == State.PENDING and run.machine_cursor == 0:
+            await self.link.run(run, MACHINE_CALL_SECONDS)  # idempotent: recovers a Run lost in a crash
+        async for event in self.link.watch(run, run.machine_cursor):
+            if await self._record(run.request.run_id, event):
+                return True
+        return False
+
+    async def _record(self, run_id: str, event: pb.ProgramEvent) -> bool:
+        if event.origin == pb.ORIGIN_CALLER:
+            # The caller's signal, echoed by the machine: recorded already when signalled.
+            await self.store.write(lambda tx: run_store.advance_machine_cursor(tx, run_id, event.sequence))
+            return False
+        recorded = await self.recorder.record(
+            run_id,
+            event.event,
+            Origin.MACHINE,
+            from_struct(event.attributes),
+            from_struct(event.context_changes),
+            machine_sequence=event.sequence,
+        )
+        return recorded is None or recorded[0].state.terminal

@@ -1,0 +1,54 @@
+"""Calls from the runner to a partner machine's own ProgramRunner."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from brewmesh.client import channel
+from brewmesh.runner.v1 import program_runner_pb2 as pb
+from brewmesh.runner.v1 import program_runner_pb2_grpc
+from services.runner.program_runs import MachineTarget, ProgramRun
+from services.runner.run_protos import program_proto, to_struct
+
+
+class MachineLink:
+    """One channel per machine endpoint, reused by every run on it."""
+
+    def __init__(self) -> None:
+        self._channels: dict[tuple[str, bool], grpc.aio.Channel] = {}
+
+    def _stub(self, target: MachineTarget) -> Any:
+        key = (target.endpoint, target.tls)
+        if key not in self._channels:
+            self._channels[key] = channel(target.endpoint, tls=target.tls)
+        return program_runner_pb2_grpc.ProgramRunnerStub(self._channels[key])
+
+    async def run(self, run: ProgramRun, timeout: float) -> pb.ProgramRun:
+        request = pb.RunRequest(
+            run_id=run.request.run_id,
+            machine=run.request.machine,
+            recipe=run.request.recipe,
+            volume_ml=run.request.volume_ml,
+            program=program_proto(run.program),
+            api_type=run.target.api_type,
+        )
+        return await self._stub(run.target).Run(request, timeout=timeout)
+
+    def watch(self, run: ProgramRun, after: int) -> AsyncIterator[pb.ProgramEvent]:
+        request = pb.WatchRequest(run=run.name, after_sequence=after)
+        stream: AsyncIterator[pb.ProgramEvent] = self._stub(run.target).Watch(request)
+        return stream
+
+    async def signal(
+        self, run: ProgramRun, event: str, attributes: dict[str, Any], timeout: float
+    ) -> pb.SignalResponse:
+        request = pb.SignalRequest(run=run.name, event=event, attributes=to_struct(attributes))
+        return await self._stub(run.target).Signal(request, timeout=timeout)
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close(None)
+        self._channels.clear()

@@ -1,0 +1,190 @@
+"""Durable record of runs and their events (SQL on the service's store)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from brewmesh.errors import NotFound
+from brewmesh.storage import Migration, Row, Tx
+from services.runner.program_runs import (
+    MachineTarget,
+    Origin,
+    Program,
+    ProgramRun,
+    RunEvent,
+    RunRequest,
+    State,
+    failure_reason,
+    next_state,
+)
+
+MIGRATIONS = (
+    Migration(
+        "runner",
+        1,
+        (
+            "CREATE TABLE program_runs ("
+            " run_id TEXT PRIMARY KEY, machine TEXT NOT NULL, recipe TEXT NOT NULL,"
+            " volume_ml INTEGER NOT NULL, program TEXT NOT NULL, endpoint TEXT NOT NULL,"
+            " tls INTEGER NOT NULL, api_type TEXT NOT NULL, handled_events TEXT NOT NULL,"
+            " state INTEGER NOT NULL, failure_reason TEXT NOT NULL, context TEXT NOT NULL,"
+            " last_sequence INTEGER NOT NULL, machine_cursor INTEGER NOT NULL,"
+            " create_time TEXT NOT NULL, update_time TEXT NOT NULL)",
+            "CREATE INDEX program_runs_live ON program_runs (state)",
+            "CREATE TABLE program_events ("
+            " run_id TEXT NOT NULL REFERENCES program_runs (run_id), sequence INTEGER NOT NULL,"
+            " event TEXT NOT NULL, attributes TEXT NOT NULL, context_changes TEXT NOT NULL,"
+            " origin INTEGER NOT NULL, state INTEGER NOT NULL, time TEXT NOT NULL,"
+            " PRIMARY KEY (run_id, sequence))",
+        ),
+    ),
+)
+
+
+def insert_run(tx: Tx, run: ProgramRun) -> None:
+    r = run.request
+    tx.execute(
+        "INSERT INTO program_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            r.run_id,
+            r.machine,
+            r.recipe,
+            r.volume_ml,
+            json.dumps({"program_id": run.program.program_id, "parameters": run.program.parameters}),
+            run.target.endpoint,
+            int(run.target.tls),
+            run.target.api_type,
+            json.dumps(list(run.target.handled_events)),
+            int(run.state),
+            run.failure_reason,
+            json.dumps(run.context),
+            run.last_sequence,
+            run.machine_cursor,
+            run.create_time.isoformat(),
+            run.update_time.isoformat(),
+        ),
+    )
+
+
+def find_run(tx: Tx, run_id: str) -> ProgramRun | None:
+    row = tx.fetchone("SELECT * FROM program_runs WHERE run_id = ?", (run_id,))
+    return _run(row) if row else None
+
+
+def get_run(tx: Tx, run_id: str) -> ProgramRun:
+    run = find_run(tx, run_id)
+    if run is None:
+        raise NotFound(f"run 'programRuns/{run_id}' does not exist")
+    return run
+
+
+def live_runs(tx: Tx) -> list[ProgramRun]:
+    rows = tx.fetchall(
+        "SELECT * FROM program_runs WHERE state IN (?, ?)", (int(State.PENDING), int(State.RUNNING))
+    )
+    return [_run(r) for r in rows]
+
+
+def append_event(
+    tx: Tx,
+    run_id: str,
+    event: str,
+    origin: Origin,
+    attributes: dict[str, Any] | None = None,
+    context_changes: dict[str, Any] | None = None,
+    machine_sequence: int | None = None,
+) -> tuple[ProgramRun, RunEvent] | None:
+    """Record an event as the run's next sequence; None if the run is already terminal."""
+    run = get_run(tx, run_id)
+    if run.state.terminal:
+        return None
+    attributes, context_changes = attributes or {}, context_changes or {}
+    now = datetime.now(UTC)
+    state = next_state(run.state, event)
+    recorded = RunEvent(run_id, run.last_sequence + 1, event, attributes, context_changes, origin, state, now)
+    tx.execute(
+        "INSERT INTO program_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            recorded.sequence,
+            event,
+            json.dumps(attributes),
+            json.dumps(context_changes),
+            int(origin),
+            int(state),
+            now.isoformat(),
+        ),
+    )
+    updated = replace(
+        run,
+        state=state,
+        failure_reason=failure_reason(event, attributes) or run.failure_reason,
+        context={**run.context, **context_changes},
+        last_sequence=recorded.sequence,
+        machine_cursor=machine_sequence if machine_sequence is not None else run.machine_cursor,
+        update_time=now,
+    )
+    tx.execute(
+        "UPDATE program_runs SET state = ?, failure_reason = ?, context = ?, last_sequence = ?,"
+        " machine_cursor = ?, update_time = ? WHERE run_id = ?",
+        (
+            int(updated.state),
+            updated.failure_reason,
+            json.dumps(updated.context),
+            updated.last_sequence,
+            updated.machine_cursor,
+            now.isoformat(),
+            run_id,
+        ),
+    )
+    return updated, recorded
+
+
+def advance_machine_cursor(tx: Tx, run_id: str, machine_sequence: int) -> None:
+    """Note a machine event we saw but do not re-record (e.g. the caller's own signal)."""
+    tx.execute(
+        "UPDATE program_runs SET machine_cursor = MAX(machine_cursor, ?) WHERE run_id = ?",
+        (machine_sequence, run_id),
+    )
+
+
+def events_after(tx: Tx, run_id: str, after: int, limit: int) -> list[RunEvent]:
+    rows = tx.fetchall(
+        "SELECT * FROM program_events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?",
+        (run_id, after, limit),
+    )
+    return [_event(r) for r in rows]
+
+
+def _run(row: Row) -> ProgramRun:
+    program = json.loads(row["program"])
+    return ProgramRun(
+        request=RunRequest(row["run_id"], row["machine"], row["recipe"], row["volume_ml"]),
+        program=Program(program["program_id"], program["parameters"]),
+        target=MachineTarget(
+            row["endpoint"], bool(row["tls"]), row["api_type"], tuple(json.loads(row["handled_events"]))
+        ),
+        state=State(row["state"]),
+        failure_reason=row["failure_reason"],
+        context=json.loads(row["context"]),
+        last_sequence=row["last_sequence"],
+        machine_cursor=row["machine_cursor"],
+        create_time=datetime.fromisoformat(row["create_time"]),
+        update_time=datetime.fromisoformat(row["update_time"]),
+    )
+
+
+def _event(row: Row) -> RunEvent:
+    return RunEvent(
+        run_id=row["run_id"],
+        sequence=row["sequence"],
+        event=row["event"],
+        attributes=json.loads(row["attributes"]),
+        context_changes=json.loads(row["context_changes"]),
+        origin=Origin(row["origin"]),
+        state=State(row["state"]),
+        time=datetime.fromisoformat(row["time"]),
+    )

@@ -1,0 +1,201 @@
+"""ProgramRunner as the mesh serves it: a proxy to partner machines."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import grpc
+
+from brewmesh.auth import Principal, check_namespace_access
+from brewmesh.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+from brewmesh.names import check_resource_name
+from brewmesh.runner.v1 import program_runner_pb2 as pb
+from brewmesh.runner.v1 import program_runner_pb2_grpc
+from brewmesh.runtime import Runtime
+from brewmesh.storage import Tx
+from services.runner import run_store
+from services.runner.follower import MACHINE_CALL_SECONDS, Follower
+from services.runner.machine_link import MachineLink
+from services.runner.program_runs import (
+    MachineTarget,
+    Origin,
+    Program,
+    ProgramRun,
+    RunRequest,
+    State,
+    check_event_name,
+    check_run_id,
+    check_volume,
+    parse_run_name,
+)
+from services.runner.recorder import RunRecorder
+from services.runner.resolution import Resolver
+from services.runner.run_feed import RunFeed
+from services.runner.run_protos import from_struct, run_proto
+
+Context: TypeAlias = grpc.aio.ServicerContext
+MACHINE_NAME_PREFIX = "partners/"
+
+
+class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
+    def __init__(
+        self,
+        rt: Runtime,
+        resolver: Resolver,
+        link: MachineLink,
+        recorder: RunRecorder,
+        feed: RunFeed,
+        follower: Follower,
+    ) -> None:
+        self.rt = rt
+        self.resolver = resolver
+        self.link = link
+        self.recorder = recorder
+        self.feed = feed
+        self.follower = follower
+
+    async def Run(self, request: pb.RunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
+        principal = await self.rt.auth.require_any(context)
+        asked = _check_run_request(request)
+        check_namespace_access(principal, _machine_namespace(asked.machine))
+        existing = await self.rt.store.read(lambda tx: run_store.find_run(tx, asked.run_id))
+        if existing is not None:
+            return run_proto(_same_run(existing, asked))
+        budget = _budget(context)
+        target = await self.resolver.machine(asked.machine, budget)
+        program, default_volume = await self.resolver.recipe(asked.recipe, budget)
+        run = await self._create(asked, program, target, asked.volume_ml or default_volume)
+        if run.state == State.PENDING:
+            run = await self._start_on_machine(run, _budget(context))
+        return run_proto(run)
+
+    async def _create(
+        self, asked: RunRequest, program: Program, target: MachineTarget, volume: int
+    ) -> ProgramRun:
+        now = datetime.now(UTC)
+        request = RunRequest(asked.run_id, asked.machine, asked.recipe, volume)
+        run = ProgramRun(request, program, target, State.PENDING, "", {}, 0, 0, now, now)
+
+        def create(tx: Tx) -> ProgramRun:
+            run_store.insert_run(tx, run)
+            attributes = {"machine": asked.machine, "recipe": asked.recipe, "volume_ml": volume}
+            recorded = self.recorder.stage(tx, asked.run_id, "run_requested", Origin.RUNNER, attributes)
+            assert recorded is not None
+            return recorded[0]
+
+        try:
+            return await self.rt.store.write(create)
+        except sqlite3.IntegrityError:  # the same run id, created concurrently
+            existing = await self.rt.store.read(lambda tx: run_store.get_run(tx, asked.run_id))
+            return _same_run(existing, asked)
+
+    async def _start_on_machine(self, run: ProgramRun, budget: float) -> ProgramRun:
+        try:
+            await self.link.run(run, budget)
+        except grpc.aio.AioRpcError as error:
+            problem = f"{error.code().name}: {error.details()}"
+            reason = f"the machine at {run.target.endpoint} did not start the run ({problem})"
+            failed = await self.recorder.fail(run.request.run_id, reason)
+            return failed[0] if failed else run
+        self.follower.follow(run.request.run_id)
+        return await self.rt.store.read(lambda tx: run_store.get_run(tx, run.request.run_id))
+
+    async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
+        run = await self._visible_run(context, "name", request.name)
+        return run_proto(run)
+
+    async def Watch(  # noqa: N802
+        self, request: pb.WatchRequest, context: Context
+    ) -> AsyncIterator[pb.ProgramEvent]:
+        if request.after_sequence < 0:
+            v = Violations()
+            v.add(
+                "after_sequence",
+                f"is {request.after_sequence}: use 0 for every event, or the last sequence seen",
+            )
+            v.raise_if_any()
+        run = await self._visible_run(context, "run", request.run)
+        stop = self.rt.shutdown.event
+        async for event in self.feed.watch(run.request.run_id, request.after_sequence, stop):
+            yield event
+        if self.rt.shutdown.started:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the runner is shutting down: resume with after_sequence"
+            )
+
+    async def Signal(self, request: pb.SignalRequest, context: Context) -> pb.SignalResponse:  # noqa: N802
+        v = Violations()
+        check_event_name(v, "event", request.event)
+        v.raise_if_any()
+        run = await self._visible_run(context, "run", request.run)
+        attributes = from_struct(request.attributes)
+        recorded = await self.recorder.record(run.request.run_id, request.event, Origin.CALLER, attributes)
+        if recorded is None:
+            raise FailedPrecondition(f"run '{run.name}' is {run.state.name.lower()}: it takes no more events")
+        sequence = recorded[1].sequence
+        if request.event not in run.target.handled_events:
+            return pb.SignalResponse(sequence=sequence, forwarded=False, handled=False)
+        try:
+            reply = await self.link.signal(run, request.event, attributes, _budget(context))
+        except grpc.aio.AioRpcError as error:
+            note = {"event": request.event, "reason": f"{error.code().name}: {error.details()}"}
+            await self.recorder.record(run.request.run_id, "signal_not_delivered", Origin.RUNNER, note)
+            return pb.SignalResponse(sequence=sequence, forwarded=False, handled=False)
+        return pb.SignalResponse(sequence=sequence, forwarded=True, handled=reply.handled)
+
+    async def _visible_run(self, context: Context, field_path: str, name: str) -> ProgramRun:
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        run_id = parse_run_name(v, field_path, name)
+        v.raise_if_any()
+        assert run_id is not None
+        run = await self.rt.store.read(lambda tx: run_store.find_run(tx, run_id))
+        if run is None or not _may_see(principal, run):
+            raise NotFound(f"run '{name}' does not exist")  # the same answer either way: no probing
+        return run
+
+
+def _check_run_request(request: pb.RunRequest) -> RunRequest:
+    v = Violations()
+    check_run_id(v, request.run_id)
+    if not request.machine.startswith(MACHINE_NAME_PREFIX) or "/coffeeMachines/" not in request.machine:
+        v.add(
+            "machine",
+            f"'{request.machine}' is not a machine: use e.g. 'partners/my-coffee-company/coffeeMachines/m1'",
+        )
+    check_resource_name(v, "recipe", request.recipe, "recipes")
+    check_volume(v, request.volume_ml)
+    v.raise_if_any()
+    return RunRequest(request.run_id or uuid.uuid4().hex, request.machine, request.recipe, request.volume_ml)
+
+
+def _machine_namespace(machine: str) -> str:
+    return machine.removeprefix(MACHINE_NAME_PREFIX).partition("/")[0]
+
+
+def _may_see(principal: Principal, run: ProgramRun) -> bool:
+    return principal.is_admin or principal.namespace == _machine_namespace(run.request.machine)
+
+
+def _same_run(existing: ProgramRun, asked: RunRequest) -> ProgramRun:
+    same = (existing.request.machine, existing.request.recipe) == (asked.machine, asked.recipe) and (
+        asked.volume_ml in (0, existing.request.volume_ml)
+    )
+    if not same:
+        raise AlreadyExists(
+            f"run '{existing.name}' already exists for another machine, recipe or volume: "
+            "choose another run_id"
+        )
+    return existing
+
+
+def _budget(context: Any) -> float:
+    """Time for one downstream call: what is left of the caller's deadline, at most 5 s."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return MACHINE_CALL_SECONDS
+    return max(0.05, min(MACHINE_CALL_SECONDS, remaining - 0.1))
