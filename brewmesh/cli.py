@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from pathlib import Path
 
-from brewmesh.mesh import DB_FILE, Mesh
+from brewmesh.machines import DEFAULT_BREW_SECONDS, REFERENCE_MACHINES, ReferenceMachine
+from brewmesh.mesh import DB_FILE, Mesh, all_components
+from brewmesh.sdk import DEFAULT_PORT as DEFAULT_MACHINE_PORT
 
 DEFAULT_PORT = 50051
 DEFAULT_DATA_DIR = Path("brewmesh-data")
+COMPONENTS = ("partners", "recipes", "runner")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,30 +23,75 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start every service of the mesh in one process on one port")
-    up.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})"
+    _add_server_options(up, DEFAULT_PORT)
+    serve = commands.add_parser("serve", help="start one service of the mesh in its own process")
+    serve.add_argument("component", choices=COMPONENTS, help="the service to run")
+    _add_server_options(serve, 0)
+    for peer in COMPONENTS:
+        variable = f"BREWMESH_{peer.upper()}_ADDRESS"
+        serve.add_argument(
+            f"--{peer}",
+            metavar="HOST:PORT",
+            default=os.environ.get(variable),
+            help=f"where the {peer} service runs (default ${variable})",
+        )
+    machine = commands.add_parser("machine", help="run a reference partner machine (its own ProgramRunner)")
+    machine.add_argument("--kind", required=True, choices=sorted(REFERENCE_MACHINES), help="which machine")
+    machine.add_argument("--port", type=int, default=DEFAULT_MACHINE_PORT, help="port to serve on")
+    machine.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    machine.add_argument(
+        "--brew-seconds", type=float, default=DEFAULT_BREW_SECONDS, help="how long a brew takes"
     )
-    up.add_argument(
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "up":
+        asyncio.run(_run(args.host, args.port, args.data_dir, None, {}))
+    elif args.command == "serve":
+        peers = {name: getattr(args, name) for name in COMPONENTS if getattr(args, name)}
+        asyncio.run(_run(args.host, args.port, args.data_dir, args.component, peers))
+    elif args.command == "machine":
+        asyncio.run(_machine(REFERENCE_MACHINES[args.kind], args.host, args.port, args.brew_seconds))
+
+
+def _add_server_options(command: argparse.ArgumentParser, default_port: int) -> None:
+    command.add_argument(
+        "--port",
+        type=int,
+        default=default_port,
+        help=f"port to serve on (default {default_port or 'any free'})",
+    )
+    command.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)"
     )
-    up.add_argument(
+    command.add_argument(
         "--data-dir",
         type=Path,
         default=DEFAULT_DATA_DIR,
         help=f"where data lives (default ./{DEFAULT_DATA_DIR})",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "up":
-        asyncio.run(_up(args.host, args.port, args.data_dir))
 
 
-async def _up(host: str, port: int, data_dir: Path) -> None:
-    mesh = await Mesh.start(data_dir.resolve(), f"{host}:{port}")
+async def _run(host: str, port: int, data_dir: Path, only: str | None, peers: dict[str, str]) -> None:
+    components = [c for c in all_components() if only in (None, c.name)]
+    mesh = await Mesh.start(data_dir.resolve(), f"{host}:{port}", components, peers)
     _print_banner(mesh, host)
     await mesh.server.serve_until_signalled()
     await mesh.stop(grace=0)
     print("brewmesh stopped", flush=True)
+
+
+async def _machine(reference: ReferenceMachine, host: str, port: int, brew_seconds: float) -> None:
+    machine = reference.build(brew_seconds)
+    await machine.start(f"{host}:{port}")
+    print(
+        f"{reference.api_type} machine ({reference.summary}) serving brewmesh.runner.v1.ProgramRunner"
+        f" on {host}:{machine.port}\n"
+        f"  handles: {', '.join(reference.handles) or 'nothing but run, state and cancel'}\n"
+        f"  emits: {', '.join(reference.emits) or 'only lifecycle events'}",
+        flush=True,
+    )
+    await machine.server.serve_until_signalled()
+    print("machine stopped", flush=True)
 
 
 def _print_banner(mesh: Mesh, host: str) -> None:
@@ -53,6 +102,8 @@ def _print_banner(mesh: Mesh, host: str) -> None:
         "  plus grpc.health.v1.Health and server reflection",
         f"  data: {mesh.runtime.data_dir / DB_FILE}",
     ]
+    elsewhere = {k: v for k, v in mesh.runtime.peers.items() if k not in {c.name for c in mesh.components}}
+    lines += [f"  {name} service at {where}" for name, where in sorted(elsewhere.items())]
     if mesh.admin_key_generated:
         lines.append(f"  admin key (generated, shown once; kept in {mesh.runtime.data_dir}/admin.key):")
         lines.append(f"    {mesh.admin_key}")

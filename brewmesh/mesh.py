@@ -1,7 +1,9 @@
 """Composition root: builds a process hosting some components of the mesh.
 
 The embedded mesh (`brewmesh up`) hosts all of them on one port with one
-SQLite store and the in-process event log.
+SQLite store and the event log in it. `brewmesh serve` hosts one component
+per process; processes on one machine share the data directory (schema, API
+keys and event log) and reach each other's services over gRPC.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from brewmesh.pagination import PageTokens
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import Server, Shutdown
 from brewmesh.storage import SqliteStore
+from services.partners.component import key_lookup
 
 DB_FILE = "brewmesh.db"
 TOKEN_SECRET_FILE = "page-token.secret"
@@ -28,6 +31,7 @@ TOKEN_SECRET_ENV = "BREWMESH_TOKEN_SECRET"
 
 
 def all_components() -> list[Component]:
+    """A fresh instance of every component, partners first (they hold the keys)."""
     from services.partners.component import component as partners
     from services.recipes.component import component as recipes
     from services.runner.component import component as runner
@@ -72,19 +76,20 @@ class Mesh:
         components = list(all_components() if components is None else components)
         data_dir.mkdir(parents=True, exist_ok=True)
         store = SqliteStore(data_dir / DB_FILE)
-        await store.migrate([*event_log.MIGRATIONS, *(m for c in components for m in c.migrations)])
+        # Every process applies the whole schema: a shared data directory may be
+        # opened first by any of them.
+        await store.migrate([*event_log.MIGRATIONS, *(m for c in all_components() for m in c.migrations)])
         registry = ApiRegistry()
         for component in components:
             for api in component.apis:
                 registry.register(api)
         admin_key, generated = load_admin_key(data_dir)
-        lookup = _key_lookup(components)
         shutdown = Shutdown()
         runtime = Runtime(
             data_dir=data_dir,
             store=store,
             bus=Bus(SqliteEventLog(store), registry, service="+".join(c.name for c in components)),
-            auth=Authenticator(admin_key, lookup(store) if lookup else _no_partners),
+            auth=Authenticator(admin_key, key_lookup(store)),
             page_tokens=PageTokens(_token_secret(data_dir)),
             shutdown=shutdown,
             peers=dict(peers or {}),
@@ -108,18 +113,6 @@ class Mesh:
                 await component.stop(self.runtime)
         await self.runtime.bus.close()
         await self.runtime.store.close()
-
-
-def _key_lookup(components: Sequence[Component]):  # type: ignore[no-untyped-def]
-    for component in components:
-        factory = component.extras.get("key_lookup")
-        if factory is not None:
-            return factory
-    return None
-
-
-async def _no_partners(_: str) -> str | None:
-    return None
 
 
 __all__ = ["KeyLookup", "Mesh", "all_components"]

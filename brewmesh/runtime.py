@@ -49,4 +49,3 @@ class Component:
     bindings: Callable[[Runtime], list[ServiceBinding]]
     start: Callable[[Runtime], Awaitable[None]] | None = None
     stop: Callable[[Runtime], Awaitable[None]] | None = None
-    extras: dict[str, object] = field(default_factory=dict)

@@ -64,5 +64,4 @@ def component() -> Component:
         bindings=state.bindings,
         start=state.start,
         stop=state.stop,
-        extras={"key_lookup": key_lookup},
     )
