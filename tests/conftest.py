@@ -102,9 +102,11 @@ class MeshProcess:
         return output
 
 
-def start_mesh_process(data_dir: Path, admin_key: str = "test-admin-key") -> MeshProcess:
-    port = free_port()
-    env = {**os.environ, "BREWMESH_ADMIN_KEY": admin_key, "PYTHONUNBUFFERED": "1"}
+def start_mesh_process(
+    data_dir: Path, admin_key: str = "test-admin-key", port: int = 0, **env_vars: str
+) -> MeshProcess:
+    port = port or free_port()
+    env = {**os.environ, "BREWMESH_ADMIN_KEY": admin_key, "PYTHONUNBUFFERED": "1", **env_vars}
     process = subprocess.Popen(
         [str(BIN / "brewmesh"), "up", "--port", str(port), "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,
@@ -155,3 +157,49 @@ def grpcurl(
     if data is not None:
         cmd += ["-d", data]
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@dataclass
+class MachineProcess:
+    """A reference machine (`brewmesh machine`) running as its own process."""
+
+    kind: str
+    port: int
+    process: subprocess.Popen[str]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=20)
+        return output
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.communicate(timeout=20)
+
+
+def start_machine_process(kind: str, brew_seconds: float = 0.3) -> MachineProcess:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(BIN / "brewmesh"),
+            "machine",
+            "--kind",
+            kind,
+            "--port",
+            str(port),
+            "--brew-seconds",
+            str(brew_seconds),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT,
+    )
+    wait_for_serving(f"127.0.0.1:{port}", process)
+    return MachineProcess(kind, port, process)

@@ -14,7 +14,9 @@ from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
 
 
-async def register_machines(client: MeshClient, namespace: str, machines: dict[str, tuple[str, str, tuple[str, ...]]]) -> None:
+async def register_machines(
+    client: MeshClient, namespace: str, machines: dict[str, tuple[str, str, tuple[str, ...]]]
+) -> None:
     """Declare `machine_id -> (api_type, endpoint, handled events)` as the partner's fleet."""
     fleet = [
         partners_pb2.CoffeeMachine(
@@ -49,7 +51,9 @@ def run_request(run_id: str, machine: str, recipe: str, volume_ml: int = 0) -> r
     return run_pb.RunRequest(run_id=run_id, machine=machine, recipe=recipe, volume_ml=volume_ml)
 
 
-async def read_until(stream: AsyncIterator[run_pb.ProgramEvent], event: str, timeout: float = 15) -> list[run_pb.ProgramEvent]:
+async def read_until(
+    stream: AsyncIterator[run_pb.ProgramEvent], event: str, timeout: float = 15
+) -> list[run_pb.ProgramEvent]:
     """Events up to and including the first named `event`."""
 
     async def read() -> list[run_pb.ProgramEvent]:
@@ -63,7 +67,9 @@ async def read_until(stream: AsyncIterator[run_pb.ProgramEvent], event: str, tim
     return await asyncio.wait_for(read(), timeout)
 
 
-async def read_to_end(stream: AsyncIterator[run_pb.ProgramEvent], timeout: float = 15) -> list[run_pb.ProgramEvent]:
+async def read_to_end(
+    stream: AsyncIterator[run_pb.ProgramEvent], timeout: float = 15
+) -> list[run_pb.ProgramEvent]:
     async def read() -> list[run_pb.ProgramEvent]:
         return [item async for item in stream]
 

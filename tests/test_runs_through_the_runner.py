@@ -22,7 +22,11 @@ from tests.conftest import PartnerClient
 from tests.fleet import create_recipe, names, read_to_end, read_until, register_machines, run_request
 
 NS = "my-coffee-company"
-FINISHED, CANCELED, FAILED = run_pb.ProgramRun.STATE_FINISHED, run_pb.ProgramRun.STATE_CANCELED, run_pb.ProgramRun.STATE_FAILED
+FINISHED, CANCELED, FAILED = (
+    run_pb.ProgramRun.STATE_FINISHED,
+    run_pb.ProgramRun.STATE_CANCELED,
+    run_pb.ProgramRun.STATE_FAILED,
+)
 
 
 @dataclass
@@ -185,7 +189,9 @@ async def test_unreachable_machine_fails_the_run_with_a_reason(partner: PartnerC
 
     await register_machines(partner.client, NS, {"gone": ("legacy", f"127.0.0.1:{free_port()}", ())})
     recipe = await create_recipe(partner.client, NS, "espresso")
-    run = await partner.client.runner.Run(run_request("doomed", f"partners/{NS}/coffeeMachines/gone", recipe), timeout=10)
+    run = await partner.client.runner.Run(
+        run_request("doomed", f"partners/{NS}/coffeeMachines/gone", recipe), timeout=10
+    )
     assert run.state == FAILED
     assert "did not start the run" in run.failure_reason and "UNAVAILABLE" in run.failure_reason
     events = await read_to_end(partner.client.runner.Watch(run_pb.WatchRequest(run=run.name)))

@@ -78,10 +78,13 @@ async def _drain(stream: object) -> None:
         pass
 
 
-async def test_calls_past_their_deadline_fail_with_deadline_exceeded(admin: MeshClient) -> None:
+async def test_a_stream_ends_at_the_callers_deadline(admin: MeshClient) -> None:
+    request = bus_pb.SubscribeRequest(api="brewmesh.partners.v1.PartnerService", new_only=True)
+    started = asyncio.get_running_loop().time()
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await admin.partners.ListPartners(partners_pb2.ListPartnersRequest(), timeout=0.000001)
+        await _drain(admin.bus.Subscribe(request, timeout=0.5))
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert asyncio.get_running_loop().time() - started < 3
 
 
 async def test_restart_keeps_data_and_keys(tmp_path: Path) -> None:
