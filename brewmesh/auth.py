@@ -21,6 +21,7 @@ import grpc
 
 from brewmesh.errors import PermissionDenied, Unauthenticated
 from brewmesh.names import COMMON_NAMESPACE
+from brewmesh.secret_files import read_or_create
 
 ADMIN_KEY_ENV = "BREWMESH_ADMIN_KEY"
 ADMIN_KEY_FILE = "admin.key"
@@ -66,14 +67,7 @@ def load_admin_key(data_dir: Path) -> tuple[str, bool]:
     from_env = os.environ.get(ADMIN_KEY_ENV)
     if from_env:
         return from_env, False
-    path = data_dir / ADMIN_KEY_FILE
-    if path.exists():
-        return path.read_text().strip(), False
-    key = new_api_key()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_text(key + "\n")
-    return key, True
+    return read_or_create(data_dir / ADMIN_KEY_FILE, new_api_key)
 
 
 class Authenticator:

@@ -21,6 +21,7 @@ from brewmesh.event_log import SqliteEventLog
 from brewmesh.events import Bus
 from brewmesh.pagination import PageTokens
 from brewmesh.runtime import Component, Runtime
+from brewmesh.secret_files import read_or_create
 from brewmesh.server import Server, Shutdown
 from brewmesh.storage import SqliteStore
 from services.partners.component import key_lookup
@@ -43,11 +44,8 @@ def _token_secret(data_dir: Path) -> bytes:
     from_env = os.environ.get(TOKEN_SECRET_ENV)
     if from_env:
         return from_env.encode()
-    path = data_dir / TOKEN_SECRET_FILE
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    secret, _ = read_or_create(data_dir / TOKEN_SECRET_FILE, lambda: secrets.token_hex(32))
+    return secret.encode()
 
 
 @dataclass

@@ -103,12 +103,17 @@ class MeshProcess:
 
 
 def start_mesh_process(
-    data_dir: Path, admin_key: str = "test-admin-key", port: int = 0, **env_vars: str
+    data_dir: Path,
+    admin_key: str = "test-admin-key",
+    port: int = 0,
+    command: tuple[str, ...] = ("up",),
+    **env_vars: str,
 ) -> MeshProcess:
+    """`brewmesh up` (or another `command`, e.g. `serve runner --recipes ...`) as its own process."""
     port = port or free_port()
     env = {**os.environ, "BREWMESH_ADMIN_KEY": admin_key, "PYTHONUNBUFFERED": "1", **env_vars}
     process = subprocess.Popen(
-        [str(BIN / "brewmesh"), "up", "--port", str(port), "--data-dir", str(data_dir)],
+        [str(BIN / "brewmesh"), *command, "--port", str(port), "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
