@@ -82,7 +82,10 @@ async def _run(host: str, port: int, data_dir: Path, only: str | None, peers: di
 
 async def _machine(reference: ReferenceMachine, host: str, port: int, brew_seconds: float) -> None:
     machine = reference.build(brew_seconds)
-    await machine.start(f"{host}:{port}")
+    try:
+        await machine.start(f"{host}:{port}")
+    except OSError as error:
+        raise SystemExit(f"cannot serve on {host}:{port}: {error}") from None
     print(
         f"{reference.api_type} machine ({reference.summary}) serving brewmesh.runner.v1.ProgramRunner"
         f" on {host}:{machine.port}\n"
@@ -91,7 +94,7 @@ async def _machine(reference: ReferenceMachine, host: str, port: int, brew_secon
         flush=True,
     )
     await machine.server.serve_until_signalled()
-    print("machine stopped", flush=True)
+    print(f"{reference.api_type} machine stopped", flush=True)
 
 
 def _print_banner(mesh: Mesh, host: str) -> None:

@@ -11,9 +11,13 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from brewmesh.errors import Violations
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -35,7 +39,8 @@ class PageTokens:
         if not token:
             return ""
         payload, _, signature = token.partition(".")
-        if not hmac.compare_digest(signature, self._sign(payload)):
+        # Bytes, not str: compare_digest refuses non-ASCII text, and a forged token may have some.
+        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
             v.add(field, "is not a page token this server issued: pass next_page_token unchanged")
             return None
         body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -47,6 +52,27 @@ class PageTokens:
     def _sign(self, payload: str) -> str:
         mac = hmac.new(self.secret, payload.encode(), hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: its size, the key it starts after, and the query it is bound to."""
+
+    size: int
+    after: str
+    query: str
+
+    def finish(self, found: Sequence[T], key: Callable[[T], str], tokens: PageTokens) -> tuple[list[T], str]:
+        """The page's items (from up to `size + 1` found) and the next page token ('' on the last page)."""
+        shown = list(found[: self.size])
+        more = len(found) > self.size
+        return shown, tokens.encode(key(shown[-1]), self.query) if more and shown else ""
+
+
+def check_page(v: Violations, tokens: PageTokens, page_size: int, page_token: str, query: str) -> Page:
+    """The page a List request asks for; `query` binds the token to the request's other fields."""
+    size = check_page_size(v, page_size)
+    return Page(size, tokens.decode(v, page_token, query) or "", query)
 
 
 def check_page_size(v: Violations, page_size: int, field: str = "page_size") -> int:

@@ -94,6 +94,6 @@ async def test_list_partners_pages_through_all(mesh: Mesh, admin: MeshClient) ->
 
 async def test_list_partners_refuses_bad_paging(admin: MeshClient) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await admin.partners.ListPartners(pb.ListPartnersRequest(page_size=-1, page_token="forged.token"))
+        await admin.partners.ListPartners(pb.ListPartnersRequest(page_size=-1, page_token="forgéd.tokén"))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert {v.field for v in field_violations(error.value)} == {"page_size", "page_token"}

@@ -89,9 +89,9 @@ class Machine:
             SERVICE_NAME,
             lambda server: program_runner_pb2_grpc.add_ProgramRunnerServicer_to_server(servicer, server),
         )
-        self._servicer = servicer
-        self._server = Server([binding], address, shutdown, on_stop=[self._closed])
-        port = await self._server.start()
+        server = Server([binding], address, shutdown, on_stop=[self._closed])
+        port = await server.start()  # raises OSError if it cannot listen; the machine stays unstarted
+        self._server, self._servicer = server, servicer
         # However the server is stopped (stop(), a signal), runs still going
         # end as failed the moment it begins to stop, so their watchers see
         # the end within the grace period instead of a dropped stream.

@@ -85,10 +85,10 @@ class RunRecord:
     create_time: timestamp_pb2.Timestamp = field(default_factory=_now)
     update_time: timestamp_pb2.Timestamp = field(default_factory=_now)
     # Called once, synchronously, by the `record` that ends the run.
-    on_end: list[Callable[[RunRecord], None]] = field(default_factory=list)
-    execution: Execution | None = None
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _closed: bool = False
+    on_end: list[Callable[[RunRecord], None]] = field(default_factory=list, init=False)
+    execution: Execution | None = field(default=None, init=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _closed: bool = field(default=False, init=False)
 
     @property
     def name(self) -> str:

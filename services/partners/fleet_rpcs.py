@@ -8,7 +8,7 @@ from typing import TypeAlias
 import grpc
 
 from brewmesh.errors import Violations
-from brewmesh.pagination import check_page_size
+from brewmesh.pagination import check_page
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runtime import Runtime
 from brewmesh.storage import Tx
@@ -96,18 +96,18 @@ class FleetRpcs:
     ) -> partners_pb2.ListCoffeeMachinesResponse:
         v = Violations()
         namespace = partners.parse_partner_name(v, "parent", request.parent)
-        size = check_page_size(v, request.page_size)
-        after = self.rt.page_tokens.decode(v, request.page_token, f"machines|{request.parent}")
+        query = f"machines|{request.parent}"
+        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
         v.raise_if_any()
-        assert namespace is not None and after is not None
+        assert namespace is not None
 
         def read(tx: Tx) -> list[CoffeeMachine]:
             partners.get_partner(tx, namespace)
-            return machines.list_machines(tx, namespace, after, size + 1)
+            return machines.list_machines(tx, namespace, page.after, page.size + 1)
 
-        found = await self.rt.store.read(read)
-        page, more = found[:size], len(found) > size
-        token = self.rt.page_tokens.encode(page[-1].machine_id, f"machines|{request.parent}") if more else ""
+        shown, token = page.finish(
+            await self.rt.store.read(read), lambda m: m.machine_id, self.rt.page_tokens
+        )
         return partners_pb2.ListCoffeeMachinesResponse(
-            coffee_machines=[machine_proto(m) for m in page], next_page_token=token
+            coffee_machines=[machine_proto(m) for m in shown], next_page_token=token
         )

@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from brewmesh.errors import Violations
-from brewmesh.pagination import check_page_size
+from brewmesh.pagination import check_page
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.runtime import Runtime
 from services.partners import partners
@@ -59,13 +59,10 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         self, request: partners_pb2.ListPartnersRequest, context: Context
     ) -> partners_pb2.ListPartnersResponse:
         v = Violations()
-        size = check_page_size(v, request.page_size)
-        after = self.rt.page_tokens.decode(v, request.page_token, "partners")
+        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, "partners")
         v.raise_if_any()
-        assert after is not None
-        found = await self.rt.store.read(lambda tx: partners.list_partners(tx, after, size + 1))
-        page, more = found[:size], len(found) > size
-        token = self.rt.page_tokens.encode(page[-1].namespace, "partners") if more else ""
+        found = await self.rt.store.read(lambda tx: partners.list_partners(tx, page.after, page.size + 1))
+        shown, token = page.finish(found, lambda partner: partner.namespace, self.rt.page_tokens)
         return partners_pb2.ListPartnersResponse(
-            partners=[partner_proto(p) for p in page], next_page_token=token
+            partners=[partner_proto(p) for p in shown], next_page_token=token
         )

@@ -21,6 +21,7 @@ from services.runner import run_store
 from services.runner.follower import MACHINE_CALL_SECONDS, Follower
 from services.runner.machine_link import MachineLink
 from services.runner.program_runs import (
+    LIFECYCLE,
     MachineTarget,
     Origin,
     Program,
@@ -119,6 +120,14 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             )
             v.raise_if_any()
         run = await self._visible_run(context, "run", request.run)
+        if request.after_sequence > run.last_sequence:
+            v = Violations()
+            v.add(
+                "after_sequence",
+                f"is {request.after_sequence}, beyond the run's last event ({run.last_sequence}): "
+                "pass the last sequence you received",
+            )
+            v.raise_if_any()
         stop = self.rt.shutdown.event
         async for event in self.feed.watch(run.request.run_id, request.after_sequence, stop):
             yield event
@@ -130,6 +139,12 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
     async def Signal(self, request: pb.SignalRequest, context: Context) -> pb.SignalResponse:  # noqa: N802
         v = Violations()
         check_event_name(v, "event", request.event)
+        if request.event in {*LIFECYCLE, "context_set"}:
+            v.add(
+                "event",
+                f"'{request.event}' is recorded by the machine, not signalled by a caller "
+                "(to ask for a cancellation, signal e.g. 'order_canceled')",
+            )
         v.raise_if_any()
         run = await self._visible_run(context, "run", request.run)
         attributes = from_struct(request.attributes)
