@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -153,22 +154,27 @@ async def test_registry_health_checks_machines_and_fires_status_changes(
                     api="brewmesh.partners.v1.PartnerService", event_types=["machine_status_changed"]
                 )
             )
-            changes = []
-            async for event in events:
-                change = pb.MachineStatusChangedEvent()
-                event.payload.Unpack(change)
-                changes.append(
-                    (change.machine.rpartition("/")[2], change.previous_status, change.serving_status)
-                )
-                if len(changes) == 3:
-                    break
+            expected: set[tuple[str, int, int]] = {
+                ("up", pb.SERVING_STATUS_UNSPECIFIED, pb.SERVING_STATUS_SERVING),
+                ("up", pb.SERVING_STATUS_SERVING, pb.SERVING_STATUS_UNREACHABLE),
+                ("down", pb.SERVING_STATUS_UNSPECIFIED, pb.SERVING_STATUS_UNREACHABLE),
+            }
+            changes = await asyncio.wait_for(collect_changes(events, expected), 10)
             await owner.client.channel.close(None)
     finally:
         await mesh.stop(grace=0)
-    assert (
-        "up",
-        pb.SERVING_STATUS_UNSPECIFIED,
-        pb.SERVING_STATUS_SERVING,
-    ) in changes
-    assert ("up", pb.SERVING_STATUS_SERVING, pb.SERVING_STATUS_UNREACHABLE) in changes
-    assert ("down", pb.SERVING_STATUS_UNSPECIFIED, pb.SERVING_STATUS_UNREACHABLE) in changes
+    assert expected <= changes
+
+
+async def collect_changes(
+    events: AsyncIterator[Any], expected: set[tuple[str, int, int]]
+) -> set[tuple[str, int, int]]:
+    """Status changes from the bus until every expected one was seen."""
+    changes: set[tuple[str, int, int]] = set()
+    async for event in events:
+        change = pb.MachineStatusChangedEvent()
+        event.payload.Unpack(change)
+        changes.add((change.machine.rpartition("/")[2], change.previous_status, change.serving_status))
+        if expected <= changes:
+            break
+    return changes
