@@ -1,7 +1,71 @@
-"""The recipes component (being built)."""
+"""The recipes component: RecipeService, LayoutService and FormatterService.
 
-from brewmesh.runtime import Component
+On start it seeds the platform's standard layout, `layouts/common:recipe-search`,
+and keeps the volume formatters cached, dropping the cache on every change
+(committed here, or announced on the bus by another process).
+"""
+
+from __future__ import annotations
+
+from brewmesh.recipes.v1 import formatters_pb2_grpc, layouts_pb2_grpc, recipes_pb2_grpc
+from brewmesh.runtime import Component, Runtime
+from brewmesh.server import ServiceBinding
+from services.recipes import layouts
+from services.recipes.formatter_cache import FormatterCache
+from services.recipes.formatter_service import FormatterServicer
+from services.recipes.layout_service import LayoutServicer
+from services.recipes.publish import APIS, FORMATTER_API, LAYOUT_API, RECIPE_API, BusAnnouncer
+from services.recipes.recipe_service import RecipeServicer
+from services.recipes.schema import MIGRATIONS
+
+FORMATTER_EVENTS = ("volume_formatter_put", "volume_formatter_deleted")
+
+
+class Recipes:
+    """The component's state in one process: the formatter cache."""
+
+    def __init__(self) -> None:
+        self.cache: FormatterCache | None = None
+
+    def _cache(self, rt: Runtime) -> FormatterCache:
+        if self.cache is None:
+            self.cache = FormatterCache(rt.store)
+        return self.cache
+
+    def _announcer(self, rt: Runtime) -> BusAnnouncer:
+        return BusAnnouncer(rt.bus, self._cache(rt).invalidate)
+
+    async def start(self, rt: Runtime) -> None:
+        announce = self._announcer(rt)
+        await rt.store.write(lambda tx: layouts.ensure_standard(tx, announce))
+        for event_type in FORMATTER_EVENTS:
+            rt.bus.listen(f"{FORMATTER_API}.{event_type}", self._cache(rt).on_event)
+
+    def bindings(self, rt: Runtime) -> list[ServiceBinding]:
+        announce, cache = self._announcer(rt), self._cache(rt)
+        recipe = RecipeServicer(rt, announce, cache)
+        layout = LayoutServicer(rt, announce)
+        formatter = FormatterServicer(rt, announce, cache)
+        return [
+            ServiceBinding(
+                RECIPE_API, lambda s: recipes_pb2_grpc.add_RecipeServiceServicer_to_server(recipe, s)
+            ),
+            ServiceBinding(
+                LAYOUT_API, lambda s: layouts_pb2_grpc.add_LayoutServiceServicer_to_server(layout, s)
+            ),
+            ServiceBinding(
+                FORMATTER_API,
+                lambda s: formatters_pb2_grpc.add_FormatterServiceServicer_to_server(formatter, s),
+            ),
+        ]
 
 
 def component() -> Component:
-    return Component(name="recipes", apis=[], migrations=(), bindings=lambda rt: [])
+    state = Recipes()
+    return Component(
+        name="recipes",
+        apis=list(APIS),
+        migrations=MIGRATIONS,
+        bindings=state.bindings,
+        start=state.start,
+    )

@@ -1,0 +1,45 @@
+"""Every volume formatter in memory: FormatVolume and SearchRecipes read no table.
+
+Formatters are few (one per language or country) and read on every
+FormatVolume and SearchRecipes. The cache is dropped when a change commits in
+this process and when another process announces one on the bus; a load that
+raced with a change is used once but not kept.
+"""
+
+from __future__ import annotations
+
+from brewmesh.events import ReceivedEvent
+from brewmesh.storage import Store, Tx
+from services.recipes import formatters
+from services.recipes.formatters import VolumeFormatter
+from services.recipes.locales import Locale
+
+
+class FormatterCache:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._by_tag: dict[str, VolumeFormatter] | None = None
+        self._generation = 0
+
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._by_tag = None
+
+    async def on_event(self, _: ReceivedEvent) -> None:
+        self.invalidate()
+
+    async def resolve(self, locale: Locale) -> VolumeFormatter | None:
+        """The formatter a reader in `locale` gets: the country's, else the language's."""
+        by_tag = self._by_tag if self._by_tag is not None else await self._load()
+        return by_tag.get(locale.tag) or by_tag.get(locale.language)
+
+    async def _load(self) -> dict[str, VolumeFormatter]:
+        generation = self._generation
+        loaded = await self._store.read(_all)
+        if generation == self._generation:
+            self._by_tag = loaded
+        return loaded
+
+
+def _all(tx: Tx) -> dict[str, VolumeFormatter]:
+    return {f.spec.locale.tag: f for f in formatters.list_all(tx)}

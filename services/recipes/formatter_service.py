@@ -1,0 +1,80 @@
+"""FormatterService over gRPC: protos in, domain calls, protos out."""
+
+from __future__ import annotations
+
+from google.protobuf import empty_pb2
+
+from brewmesh.errors import NotFound, Violations
+from brewmesh.names import check_language
+from brewmesh.pagination import check_page
+from brewmesh.recipes.v1 import formatters_pb2, formatters_pb2_grpc
+from brewmesh.runtime import Runtime
+from services.recipes import convert, formatters
+from services.recipes.changes import Announcer
+from services.recipes.formatter_cache import FormatterCache
+from services.recipes.locales import check_locale
+from services.recipes.rpc import Context, checked, paging_query
+
+
+class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
+    def __init__(self, rt: Runtime, announce: Announcer, cache: FormatterCache) -> None:
+        self.rt = rt
+        self.announce = announce
+        self.cache = cache
+
+    async def PutVolumeFormatter(  # noqa: N802
+        self, request: formatters_pb2.PutVolumeFormatterRequest, context: Context
+    ) -> formatters_pb2.VolumeFormatter:
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        with v.under("volume_formatter"):
+            parsed = formatters.check_input(v, convert.formatter_input(request.volume_formatter))
+        spec = checked(v, parsed)
+        put = await self.rt.store.write(lambda tx: formatters.put(tx, spec, principal, self.announce))
+        return convert.formatter_proto(put)
+
+    async def GetVolumeFormatter(  # noqa: N802
+        self, request: formatters_pb2.GetVolumeFormatterRequest, context: Context
+    ) -> formatters_pb2.VolumeFormatter:
+        v = Violations()
+        locale = checked(v, formatters.parse_formatter_name(v, "name", request.name))
+        return convert.formatter_proto(await self.rt.store.read(lambda tx: formatters.get(tx, locale)))
+
+    async def ListVolumeFormatters(  # noqa: N802
+        self, request: formatters_pb2.ListVolumeFormattersRequest, context: Context
+    ) -> formatters_pb2.ListVolumeFormattersResponse:
+        v = Violations()
+        language = request.language_code
+        if language:
+            check_language(v, "language_code", language)
+        query = paging_query("ListVolumeFormatters", language_code=language)
+        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
+        v.raise_if_any()
+        found = await self.rt.store.read(
+            lambda tx: formatters.list_page(tx, language, page.after, page.size + 1)
+        )
+        shown, token = page.finish(found, lambda formatter: formatter.spec.locale.tag, self.rt.page_tokens)
+        return formatters_pb2.ListVolumeFormattersResponse(
+            volume_formatters=[convert.formatter_proto(f) for f in shown], next_page_token=token
+        )
+
+    async def DeleteVolumeFormatter(  # noqa: N802
+        self, request: formatters_pb2.DeleteVolumeFormatterRequest, context: Context
+    ) -> empty_pb2.Empty:
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        locale = checked(v, formatters.parse_formatter_name(v, "name", request.name))
+        await self.rt.store.write(lambda tx: formatters.delete(tx, locale, principal, self.announce))
+        return empty_pb2.Empty()
+
+    async def FormatVolume(  # noqa: N802
+        self, request: formatters_pb2.FormatVolumeRequest, context: Context
+    ) -> formatters_pb2.FormatVolumeResponse:
+        v = Violations()
+        formatters.check_volume(v, "volume_ml", request.volume_ml)
+        locale = checked(v, check_locale(v, request.language_code, request.country_code))
+        formatter = await self.cache.resolve(locale)
+        if formatter is None:
+            raise NotFound(formatters.missing_message(locale))
+        text = formatters.format_volume(formatter.spec, request.volume_ml)
+        return formatters_pb2.FormatVolumeResponse(text=text, formatter=formatter.name)

@@ -1,0 +1,70 @@
+"""LayoutService over gRPC: protos in, domain calls, protos out."""
+
+from __future__ import annotations
+
+from brewmesh.auth import check_namespace_access
+from brewmesh.errors import Violations
+from brewmesh.names import check_snake
+from brewmesh.pagination import check_page
+from brewmesh.recipes.v1 import layouts_pb2, layouts_pb2_grpc
+from brewmesh.runtime import Runtime
+from services.recipes import convert, layouts, recipes, search
+from services.recipes.changes import Announcer
+from services.recipes.locales import check_locale
+from services.recipes.rpc import Context, checked, paging_query
+
+
+class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
+    def __init__(self, rt: Runtime, announce: Announcer) -> None:
+        self.rt = rt
+        self.announce = announce
+
+    async def CreateLayout(  # noqa: N802
+        self, request: layouts_pb2.CreateLayoutRequest, context: Context
+    ) -> layouts_pb2.Layout:
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        new = convert.new_layout(request)
+        layout_id = checked(v, layouts.check_new_layout(v, new))
+        check_namespace_access(principal, layout_id.namespace)
+        layout = await self.rt.store.write(lambda tx: layouts.create(tx, layout_id, new.spec, self.announce))
+        return convert.layout_proto(layout)
+
+    async def GetLayout(  # noqa: N802
+        self, request: layouts_pb2.GetLayoutRequest, context: Context
+    ) -> layouts_pb2.Layout:
+        v = Violations()
+        layout_id = checked(v, layouts.parse_layout_name(v, "name", request.name))
+        return convert.layout_proto(await self.rt.store.read(lambda tx: layouts.get(tx, layout_id)))
+
+    async def ListLayouts(  # noqa: N802
+        self, request: layouts_pb2.ListLayoutsRequest, context: Context
+    ) -> layouts_pb2.ListLayoutsResponse:
+        v = Violations()
+        kind = request.kind
+        if kind:
+            check_snake(v, "kind", kind, "layout kind (e.g. 'recipe_search')")
+        query = paging_query("ListLayouts", kind=kind)
+        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
+        v.raise_if_any()
+        found = await self.rt.store.read(lambda tx: layouts.list_page(tx, kind, page.after, page.size + 1))
+        shown, token = page.finish(found, lambda layout: str(layout.id), self.rt.page_tokens)
+        return layouts_pb2.ListLayoutsResponse(
+            layouts=[convert.layout_proto(layout) for layout in shown], next_page_token=token
+        )
+
+    async def CheckRecipe(  # noqa: N802
+        self, request: layouts_pb2.CheckRecipeRequest, context: Context
+    ) -> layouts_pb2.CheckRecipeResponse:
+        v = Violations()
+        parsed_recipe = recipes.parse_recipe_name(v, "recipe", request.recipe)
+        parsed_layout = layouts.parse_layout_name(v, "layout", request.layout)
+        parsed_locale = check_locale(v, request.language_code, request.country_code)
+        recipe_id, layout_id = checked(v, parsed_recipe), checked(v, parsed_layout)
+        locale = checked(v, parsed_locale)
+        violations = await self.rt.store.read(
+            lambda tx: search.check_recipe(tx, recipe_id, layout_id, locale)
+        )
+        return layouts_pb2.CheckRecipeResponse(
+            satisfied=not violations, violations=[convert.violation_proto(found) for found in violations]
+        )

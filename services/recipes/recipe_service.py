@@ -1,0 +1,135 @@
+"""RecipeService over gRPC: protos in, domain calls, protos out."""
+
+from __future__ import annotations
+
+from google.protobuf import empty_pb2
+
+from brewmesh.auth import check_namespace_access
+from brewmesh.errors import Violations
+from brewmesh.names import check_namespace
+from brewmesh.pagination import check_page
+from brewmesh.recipes.v1 import recipes_pb2, recipes_pb2_grpc
+from brewmesh.runtime import Runtime
+from services.recipes import builder, convert, l10n, recipes, search
+from services.recipes.changes import Announcer
+from services.recipes.formatter_cache import FormatterCache
+from services.recipes.rpc import Context, checked, paging_query
+
+
+class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
+    def __init__(self, rt: Runtime, announce: Announcer, formatters: FormatterCache) -> None:
+        self.rt = rt
+        self.announce = announce
+        self.formatters = formatters
+
+    async def CreateRecipe(  # noqa: N802
+        self, request: recipes_pb2.CreateRecipeRequest, context: Context
+    ) -> recipes_pb2.Recipe:
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        recipe_id = checked(v, recipes.check_new_recipe(v, convert.new_recipe(request)))
+        check_namespace_access(principal, recipe_id.namespace)
+        props = convert.properties(request.recipe)
+        recipe = await self.rt.store.write(lambda tx: recipes.insert(tx, recipe_id, props, self.announce))
+        return convert.recipe_proto(recipe)
+
+    async def GetRecipe(  # noqa: N802
+        self, request: recipes_pb2.GetRecipeRequest, context: Context
+    ) -> recipes_pb2.Recipe:
+        v = Violations()
+        recipe_id = checked(v, recipes.parse_recipe_name(v, "name", request.name))
+        return convert.recipe_proto(await self.rt.store.read(lambda tx: recipes.get(tx, recipe_id)))
+
+    async def ListRecipes(  # noqa: N802
+        self, request: recipes_pb2.ListRecipesRequest, context: Context
+    ) -> recipes_pb2.ListRecipesResponse:
+        v = Violations()
+        namespace = request.namespace
+        if namespace:
+            check_namespace(v, "namespace", namespace)
+        query = paging_query("ListRecipes", namespace=namespace)
+        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
+        v.raise_if_any()
+        found = await self.rt.store.read(
+            lambda tx: recipes.list_page(tx, namespace, page.after, page.size + 1)
+        )
+        shown, token = page.finish(found, lambda recipe: str(recipe.id), self.rt.page_tokens)
+        return recipes_pb2.ListRecipesResponse(
+            recipes=[convert.recipe_proto(r) for r in shown], next_page_token=token
+        )
+
+    async def UpdateRecipe(  # noqa: N802
+        self, request: recipes_pb2.UpdateRecipeRequest, context: Context
+    ) -> recipes_pb2.Recipe:
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        parsed_id = recipes.parse_recipe_name(v, "recipe.name", request.recipe.name)
+        mask = recipes.resolve_mask(v, list(request.update_mask.paths), convert.fields_set(request.recipe))
+        new = convert.properties(request.recipe)
+        with v.under("recipe"):
+            recipes.check_properties(v, new, mask)
+        recipe_id = checked(v, parsed_id)
+        check_namespace_access(principal, recipe_id.namespace)
+        recipe = await self.rt.store.write(lambda tx: recipes.update(tx, recipe_id, new, mask, self.announce))
+        return convert.recipe_proto(recipe)
+
+    async def DeleteRecipe(  # noqa: N802
+        self, request: recipes_pb2.DeleteRecipeRequest, context: Context
+    ) -> empty_pb2.Empty:
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        recipe_id = checked(v, recipes.parse_recipe_name(v, "name", request.name))
+        check_namespace_access(principal, recipe_id.namespace)
+        await self.rt.store.write(lambda tx: recipes.delete(tx, recipe_id, self.announce))
+        return empty_pb2.Empty()
+
+    async def PutRecipeL10n(  # noqa: N802
+        self, request: recipes_pb2.PutRecipeL10nRequest, context: Context
+    ) -> recipes_pb2.RecipeL10n:
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        given = convert.l10n_input(request)
+        parsed_id, parsed_locale = l10n.check_put(v, given)
+        recipe_id, locale = checked(v, parsed_id), checked(v, parsed_locale)
+        check_namespace_access(principal, recipe_id.namespace)
+        put = await self.rt.store.write(
+            lambda tx: l10n.put(tx, recipe_id, locale, given.values, self.announce)
+        )
+        return convert.l10n_proto(put)
+
+    async def GetRecipeL10n(  # noqa: N802
+        self, request: recipes_pb2.GetRecipeL10nRequest, context: Context
+    ) -> recipes_pb2.RecipeL10n:
+        v = Violations()
+        recipe_id, locale = checked(v, l10n.parse_l10n_name(v, "name", request.name))
+        return convert.l10n_proto(await self.rt.store.read(lambda tx: l10n.get(tx, recipe_id, locale)))
+
+    async def BuildRecipe(  # noqa: N802
+        self, request: recipes_pb2.BuildRecipeRequest, context: Context
+    ) -> recipes_pb2.BuildRecipeResponse:
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        plan = checked(v, builder.check_build(v, convert.build_input(request)))
+        builder.check_access(plan, principal)
+        built = await self.rt.store.write(lambda tx: builder.build(tx, plan, principal, self.announce))
+        return convert.built_proto(built)
+
+    async def SearchRecipes(  # noqa: N802
+        self, request: recipes_pb2.SearchRecipesRequest, context: Context
+    ) -> recipes_pb2.SearchRecipesResponse:
+        v = Violations()
+        given = search.SearchInput(
+            request.language_code, request.country_code, request.layout, request.namespace, request.query
+        )
+        parsed = search.check_search(v, given)
+        query = paging_query("SearchRecipes", **vars(given))
+        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
+        wanted = checked(v, parsed)
+        formatter = await self.formatters.resolve(wanted.locale)
+        found = await self.rt.store.read(
+            lambda tx: search.search(tx, wanted, formatter, page.after, page.size + 1)
+        )
+        shown, token = page.finish(found, lambda view: str(view.recipe_id), self.rt.page_tokens)
+        return recipes_pb2.SearchRecipesResponse(
+            results=[convert.view_proto(view) for view in shown], next_page_token=token
+        )

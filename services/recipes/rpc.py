@@ -1,0 +1,26 @@
+"""Request helpers shared by the recipes servicers: checked values, paging queries."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeAlias, TypeVar
+
+import grpc
+
+from brewmesh.errors import Violations
+
+T = TypeVar("T")
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def checked(v: Violations, value: T | None) -> T:
+    """`value` once every check passed; INVALID_ARGUMENT listing every violation otherwise."""
+    v.raise_if_any()
+    if value is None:  # a bug in a check, not the client's fault: INTERNAL
+        raise AssertionError("a check returned None without reporting a violation")
+    return value
+
+
+def paging_query(method: str, **filters: str) -> str:
+    """What a page token is bound to: the method and every filter of the request."""
+    return json.dumps([method, filters], sort_keys=True)
