@@ -63,3 +63,44 @@ async def assert_serves_only(address: str, served: str, elsewhere: str) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await health.Check(health_pb2.HealthCheckRequest(service=elsewhere))
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_two_runner_instances_record_each_machine_event_once(tmp_path: Path) -> None:
+    data = tmp_path / "shared"
+    machine = start_machine_process("vending", brew_seconds=1.0)
+    mesh = start_mesh_process(data)
+    second: MeshProcess | None = None
+    try:
+        async with connect(mesh.address, key=mesh.admin_key) as admin:
+            created = await admin.partners.CreatePartner(
+                partners_pb2.CreatePartnerRequest(
+                    namespace=NS, partner=partners_pb2.Partner(display_name="My Coffee")
+                )
+            )
+        async with connect(mesh.address, key=created.api_key) as partner:
+            await register_machines(
+                partner, NS, {"v-1": ("vending", machine.address, ("takeout_requested",))}
+            )
+            recipe = await create_recipe(partner, NS, "lungo")
+            run = await partner.runner.Run(run_request("twice", f"partners/{NS}/coffeeMachines/v-1", recipe))
+            # A second runner starts while the run is live: it picks the run up too.
+            second = start_mesh_process(
+                data, command=("serve", "runner", "--partners", mesh.address, "--recipes", mesh.address)
+            )
+            await partner.runner.Signal(run_pb.SignalRequest(run=run.name, event="takeout_requested"))
+            events = await read_to_end(partner.runner.Watch(run_pb.WatchRequest(run=run.name)))
+        async with connect(second.address, key=created.api_key) as other:
+            seen_there = await read_to_end(other.runner.Watch(run_pb.WatchRequest(run=run.name)))
+    finally:
+        if second:
+            second.stop()
+        mesh.stop()
+        machine.stop()
+    # Each event once (the caller's takeout may land before or after the brew ends).
+    assert sorted(names(events)) == sorted([
+        "run_requested", "started", "brewing_started", "takeout_requested",
+        "brewing_finished", "context_set", "takeout_ready", "finished",
+    ])  # fmt: skip
+    assert names(events)[-1] == "finished"
+    assert [e.sequence for e in events] == list(range(1, 9))
+    assert names(seen_there) == names(events)

@@ -14,13 +14,11 @@ import time
 
 import grpc
 
-from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.storage import Store
 from services.runner import run_store
 from services.runner.machine_link import MachineLink
-from services.runner.program_runs import Origin, ProgramRun, State
+from services.runner.program_runs import ProgramRun, State
 from services.runner.recorder import RunRecorder
-from services.runner.run_protos import from_struct
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +89,6 @@ class Follower:
         if run.state == State.PENDING and run.machine_cursor == 0:
             await self.link.run(run, MACHINE_CALL_SECONDS)  # idempotent: recovers a Run lost in a crash
         async for event in self.link.watch(run, run.machine_cursor):
-            if await self._record(run.request.run_id, event):
+            if await self.recorder.record_machine_event(run.request.run_id, event):
                 return True
         return False
-
-    async def _record(self, run_id: str, event: pb.ProgramEvent) -> bool:
-        if event.origin == pb.ORIGIN_CALLER:
-            # The caller's signal, echoed by the machine: recorded already when signalled.
-            await self.store.write(lambda tx: run_store.advance_machine_cursor(tx, run_id, event.sequence))
-            return False
-        recorded = await self.recorder.record(
-            run_id,
-            event.event,
-            Origin.MACHINE,
-            from_struct(event.attributes),
-            from_struct(event.context_changes),
-            machine_sequence=event.sequence,
-        )
-        return recorded is None or recorded[0].state.terminal

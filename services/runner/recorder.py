@@ -10,7 +10,7 @@ from brewmesh.storage import Store, Tx
 from services.runner import run_store
 from services.runner.program_runs import Origin, ProgramRun, RunEvent
 from services.runner.run_feed import RunFeed
-from services.runner.run_protos import event_proto
+from services.runner.run_protos import event_proto, from_struct
 
 API = pb.DESCRIPTOR.services_by_name["ProgramRunner"].full_name
 
@@ -59,6 +59,29 @@ class RunRecorder:
         return await self.store.write(
             lambda tx: self.stage(tx, run_id, event, origin, attributes, context_changes, machine_sequence)
         )
+
+    async def record_machine_event(self, run_id: str, event: pb.ProgramEvent) -> bool:
+        """Record an event from the machine's stream once; True when the run is over.
+
+        Checked and written in one transaction against the machine sequence
+        already recorded, so two runner instances following the same run (or
+        a resumed stream) never record an event twice.
+        """
+        return await self.store.write(lambda tx: self._stage_machine_event(tx, run_id, event))
+
+    def _stage_machine_event(self, tx: Tx, run_id: str, event: pb.ProgramEvent) -> bool:
+        run = run_store.get_run(tx, run_id)
+        if run.state.terminal:
+            return True
+        if event.sequence <= run.machine_cursor:
+            return False  # recorded already
+        if event.origin == pb.ORIGIN_CALLER:
+            # The caller's signal, echoed by the machine: recorded when it was signalled.
+            run_store.advance_machine_cursor(tx, run_id, event.sequence)
+            return False
+        attributes, changes = from_struct(event.attributes), from_struct(event.context_changes)
+        recorded = self.stage(tx, run_id, event.event, Origin.MACHINE, attributes, changes, event.sequence)
+        return recorded is None or recorded[0].state.terminal
 
     async def fail(self, run_id: str, reason: str) -> Recorded | None:
         return await self.record(run_id, "failed", Origin.RUNNER, {"reason": reason})
