@@ -82,24 +82,69 @@ async def other_partner(mesh: Mesh, admin: MeshClient) -> AsyncIterator[PartnerC
 
 
 @dataclass
-class MeshProcess:
-    """`brewmesh up` running as its own process."""
+class ServerProcess:
+    """A brewmesh server running as its own process on 127.0.0.1."""
 
     port: int
-    data_dir: Path
     process: subprocess.Popen[str]
-    admin_key: str
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> str:
-        """SIGTERM, wait for a graceful exit; the process's output."""
+        """SIGTERM, wait for a graceful exit (SIGKILL after 20 s); the process's output."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        output, _ = self.process.communicate(timeout=20)
+        try:
+            output, _ = self.process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            output, _ = self.process.communicate()
         return output
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful anything."""
+        self.process.kill()
+        self.process.communicate(timeout=20)
+
+
+@dataclass
+class MeshProcess(ServerProcess):
+    """`brewmesh up` (or `brewmesh serve ...`) running as its own process."""
+
+    data_dir: Path
+    admin_key: str
+
+
+@dataclass
+class MachineProcess(ServerProcess):
+    """A reference machine (`brewmesh machine`) running as its own process."""
+
+    kind: str
+
+
+def spawn(args: list[str], port: int = 0, **env_vars: str) -> tuple[int, subprocess.Popen[str]]:
+    """Start `brewmesh ARGS --port PORT` (0: any free port) and wait until it serves.
+
+    A process that fails to come up is killed: none is left running.
+    """
+    port = port or free_port()
+    process = subprocess.Popen(
+        [str(BIN / "brewmesh"), *args, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env_vars},
+        cwd=ROOT,
+    )
+    try:
+        wait_for_serving(f"127.0.0.1:{port}", process)
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    return port, process
 
 
 def start_mesh_process(
@@ -110,18 +155,14 @@ def start_mesh_process(
     **env_vars: str,
 ) -> MeshProcess:
     """`brewmesh up` (or another `command`, e.g. `serve runner --recipes ...`) as its own process."""
-    port = port or free_port()
-    env = {**os.environ, "BREWMESH_ADMIN_KEY": admin_key, "PYTHONUNBUFFERED": "1", **env_vars}
-    process = subprocess.Popen(
-        [str(BIN / "brewmesh"), *command, "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    wait_for_serving(f"127.0.0.1:{port}", process)
-    return MeshProcess(port, data_dir, process, admin_key)
+    args = [*command, "--data-dir", str(data_dir)]
+    chosen, process = spawn(args, port, BREWMESH_ADMIN_KEY=admin_key, **env_vars)
+    return MeshProcess(chosen, process, data_dir, admin_key)
+
+
+def start_machine_process(kind: str, brew_seconds: float = 0.3) -> MachineProcess:
+    port, process = spawn(["machine", "--kind", kind, "--brew-seconds", str(brew_seconds)])
+    return MachineProcess(port, process, kind)
 
 
 def wait_for_serving(address: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
@@ -162,49 +203,3 @@ def grpcurl(
     if data is not None:
         cmd += ["-d", data]
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@dataclass
-class MachineProcess:
-    """A reference machine (`brewmesh machine`) running as its own process."""
-
-    kind: str
-    port: int
-    process: subprocess.Popen[str]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        output, _ = self.process.communicate(timeout=20)
-        return output
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.communicate(timeout=20)
-
-
-def start_machine_process(kind: str, brew_seconds: float = 0.3) -> MachineProcess:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(BIN / "brewmesh"),
-            "machine",
-            "--kind",
-            kind,
-            "--port",
-            str(port),
-            "--brew-seconds",
-            str(brew_seconds),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        cwd=ROOT,
-    )
-    wait_for_serving(f"127.0.0.1:{port}", process)
-    return MachineProcess(kind, port, process)

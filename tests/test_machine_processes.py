@@ -6,12 +6,9 @@ talk to it over gRPC only, stop it with SIGTERM and check it exits cleanly.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -21,7 +18,7 @@ from google.protobuf import json_format, struct_pb2
 from brewmesh.client import channel
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
-from tests.conftest import BIN, ROOT, free_port, grpcurl, wait_for_serving
+from tests.conftest import MachineProcess, grpcurl, start_machine_process
 
 if TYPE_CHECKING:
     from brewmesh.runner.v1.program_runner_pb2_grpc import ProgramRunnerAsyncStub as Stub
@@ -32,51 +29,13 @@ BREW_SECONDS = {"vending": 0.3, "cafe": 1.5, "legacy": 1.5}
 HOLD = {"brew_seconds": 60}  # a run that brews until it is canceled
 
 
-@dataclass
-class MachineProcess:
-    kind: str
-    port: int
-    process: subprocess.Popen[str]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> tuple[int, str]:
-        """SIGTERM, then wait for it to exit; its exit code and output. Never leaves it running."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            output, _ = self.process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            output, _ = self.process.communicate()
-            return -9, output
-        return self.process.returncode, output
-
-
 def start_machine(kind: str, brew_seconds: float) -> MachineProcess:
-    port = free_port()
-    command = ["machine", "--kind", kind, "--port", str(port), "--brew-seconds", str(brew_seconds)]
-    process = subprocess.Popen(
-        [str(BIN / "brewmesh"), *command],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        cwd=ROOT,
-    )
-    machine = MachineProcess(kind, port, process)
-    try:
-        wait_for_serving(machine.address, process)
-    except BaseException:
-        machine.stop()
-        raise
-    return machine
+    return start_machine_process(kind, brew_seconds)
 
 
 def stop_gracefully(machine: MachineProcess) -> str:
-    code, output = machine.stop()
+    output = machine.stop()
+    code = machine.process.returncode
     assert code == 0, f"{machine.kind} machine exited with {code}:\n{output}"
     assert "machine stopped" in output, output
     return output
@@ -90,8 +49,8 @@ def machines() -> Iterator[dict[str, MachineProcess]]:
             started[kind] = start_machine(kind, brew)
         yield started
     finally:
-        outputs = [machine.stop() for machine in started.values()]
-    for kind, (code, output) in zip(started, outputs, strict=True):
+        outputs = [(machine.stop(), machine.process.returncode) for machine in started.values()]
+    for kind, (output, code) in zip(started, outputs, strict=True):
         assert code == 0 and "machine stopped" in output, f"{kind} machine did not stop cleanly:\n{output}"
 
 

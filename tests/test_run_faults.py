@@ -72,8 +72,7 @@ async def test_runner_killed_mid_run_resumes_and_watchers_get_exactly_the_missin
         run = await partner.runner.Run(run_request("r-1", VENDING, recipe))
         seen = await read_until(partner.runner.Watch(run_pb.WatchRequest(run=run.name)), "brewing_started")
         await partner.channel.close(None)
-        mesh.process.kill()  # SIGKILL: no graceful anything
-        mesh.process.communicate(timeout=20)
+        mesh.kill()
         # The machine goes on brewing while the runner is down.
         await asyncio.sleep(2)
         mesh = start_mesh_process(data, port=mesh.port)
