@@ -42,6 +42,10 @@ class Tx(Protocol):
 class Store(Protocol):
     async def read(self, fn: Callable[[Tx], T]) -> T: ...
 
+    async def lookup(self, fn: Callable[[Tx], T]) -> T:
+        """A read of a few rows by primary key: may run without leaving the event loop."""
+        ...
+
     async def write(self, fn: Callable[[Tx], T]) -> T: ...
 
     async def close(self) -> None: ...
@@ -116,6 +120,17 @@ class SqliteStore:
     async def read(self, fn: Callable[[Tx], T]) -> T:
         loop = asyncio.get_running_loop()
         result, _ = await loop.run_in_executor(self._readers, self._run, fn, "BEGIN")
+        return result
+
+    async def lookup(self, fn: Callable[[Tx], T]) -> T:
+        """Run a primary-key read on the event loop's own connection.
+
+        Handing a read to a worker thread costs tens of microseconds of
+        wake-ups; a lookup by key costs a few. WAL readers never wait on a
+        lock, so this cannot stall the loop. Anything that may scan uses
+        `read`.
+        """
+        result, _ = self._run(fn, "BEGIN")
         return result
 
     async def write(self, fn: Callable[[Tx], T]) -> T:

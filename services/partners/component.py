@@ -21,7 +21,7 @@ DEFAULT_HEALTH_INTERVAL = 5.0
 
 def key_lookup(store: Store) -> KeyLookup:
     async def lookup(key_hash: str) -> str | None:
-        return await store.read(lambda tx: partners.namespace_for_key_hash(tx, key_hash))
+        return await store.lookup(lambda tx: partners.namespace_for_key_hash(tx, key_hash))
 
     return lookup
 

@@ -89,7 +89,7 @@ class FleetRpcs:
         parsed = machines.parse_machine_name(v, "name", request.name)
         v.raise_if_any()
         assert parsed is not None
-        return machine_proto(await self.rt.store.read(lambda tx: machines.get_machine(tx, *parsed)))
+        return machine_proto(await self.rt.store.lookup(lambda tx: machines.get_machine(tx, *parsed)))
 
     async def ListCoffeeMachines(  # noqa: N802
         self, request: partners_pb2.ListCoffeeMachinesRequest, context: Context

@@ -53,7 +53,7 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         namespace = partners.parse_partner_name(v, "name", request.name)
         v.raise_if_any()
         assert namespace is not None
-        return partner_proto(await self.rt.store.read(lambda tx: partners.get_partner(tx, namespace)))
+        return partner_proto(await self.rt.store.lookup(lambda tx: partners.get_partner(tx, namespace)))
 
     async def ListPartners(  # noqa: N802
         self, request: partners_pb2.ListPartnersRequest, context: Context

@@ -38,7 +38,7 @@ class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
     ) -> formatters_pb2.VolumeFormatter:
         v = Violations()
         locale = checked(v, formatters.parse_formatter_name(v, "name", request.name))
-        return convert.formatter_proto(await self.rt.store.read(lambda tx: formatters.get(tx, locale)))
+        return convert.formatter_proto(await self.rt.store.lookup(lambda tx: formatters.get(tx, locale)))
 
     async def ListVolumeFormatters(  # noqa: N802
         self, request: formatters_pb2.ListVolumeFormattersRequest, context: Context

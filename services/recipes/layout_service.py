@@ -35,7 +35,7 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
     ) -> layouts_pb2.Layout:
         v = Violations()
         layout_id = checked(v, layouts.parse_layout_name(v, "name", request.name))
-        return convert.layout_proto(await self.rt.store.read(lambda tx: layouts.get(tx, layout_id)))
+        return convert.layout_proto(await self.rt.store.lookup(lambda tx: layouts.get(tx, layout_id)))
 
     async def ListLayouts(  # noqa: N802
         self, request: layouts_pb2.ListLayoutsRequest, context: Context

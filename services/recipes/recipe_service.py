@@ -38,7 +38,7 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
     ) -> recipes_pb2.Recipe:
         v = Violations()
         recipe_id = checked(v, recipes.parse_recipe_name(v, "name", request.name))
-        return convert.recipe_proto(await self.rt.store.read(lambda tx: recipes.get(tx, recipe_id)))
+        return convert.recipe_proto(await self.rt.store.lookup(lambda tx: recipes.get(tx, recipe_id)))
 
     async def ListRecipes(  # noqa: N802
         self, request: recipes_pb2.ListRecipesRequest, context: Context
@@ -102,7 +102,7 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
     ) -> recipes_pb2.RecipeL10n:
         v = Violations()
         recipe_id, locale = checked(v, l10n.parse_l10n_name(v, "name", request.name))
-        return convert.l10n_proto(await self.rt.store.read(lambda tx: l10n.get(tx, recipe_id, locale)))
+        return convert.l10n_proto(await self.rt.store.lookup(lambda tx: l10n.get(tx, recipe_id, locale)))
 
     async def BuildRecipe(  # noqa: N802
         self, request: recipes_pb2.BuildRecipeRequest, context: Context

@@ -53,7 +53,7 @@ class Follower:
         backoff = 0.05
         last_cursor = -1
         while True:
-            run = await self.store.read(lambda tx: run_store.get_run(tx, run_id))
+            run = await self.store.lookup(lambda tx: run_store.get_run(tx, run_id))
             if run.state.terminal:
                 return
             if run.machine_cursor != last_cursor:  # the machine made progress: a fresh window

@@ -63,7 +63,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         principal = await self.rt.auth.require_any(context)
         asked = _check_run_request(request)
         check_namespace_access(principal, _machine_namespace(asked.machine))
-        existing = await self.rt.store.read(lambda tx: run_store.find_run(tx, asked.run_id))
+        existing = await self.rt.store.lookup(lambda tx: run_store.find_run(tx, asked.run_id))
         if existing is not None:
             return run_proto(_same_run(existing, asked))
         budget = _budget(context)
@@ -91,7 +91,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         try:
             return await self.rt.store.write(create)
         except sqlite3.IntegrityError:  # the same run id, created concurrently
-            existing = await self.rt.store.read(lambda tx: run_store.get_run(tx, asked.run_id))
+            existing = await self.rt.store.lookup(lambda tx: run_store.get_run(tx, asked.run_id))
             return _same_run(existing, asked)
 
     async def _start_on_machine(self, run: ProgramRun, budget: float) -> ProgramRun:
@@ -103,7 +103,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             failed = await self.recorder.fail(run.request.run_id, reason)
             return failed[0] if failed else run
         self.follower.follow(run.request.run_id)
-        return await self.rt.store.read(lambda tx: run_store.get_run(tx, run.request.run_id))
+        return await self.rt.store.lookup(lambda tx: run_store.get_run(tx, run.request.run_id))
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
         run = await self._visible_run(context, "name", request.name)
@@ -168,7 +168,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         run_id = parse_run_name(v, field_path, name)
         v.raise_if_any()
         assert run_id is not None
-        run = await self.rt.store.read(lambda tx: run_store.find_run(tx, run_id))
+        run = await self.rt.store.lookup(lambda tx: run_store.find_run(tx, run_id))
         if run is None or not _may_see(principal, run):
             raise NotFound(f"run '{name}' does not exist")  # the same answer either way: no probing
         return run
