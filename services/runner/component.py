@@ -27,9 +27,10 @@ class Runner:
         self.resolver: Resolver | None = None
         self.follower: Follower | None = None
         self.servicer: ProgramRunnerServicer | None = None
+        self.feed: RunFeed | None = None
 
     async def start(self, rt: Runtime) -> None:
-        feed = RunFeed(rt.store)
+        self.feed = feed = RunFeed(rt.store, rt.shutdown.event)
         recorder = RunRecorder(rt.store, rt.bus, feed)
         resume = float(os.environ.get(RESUME_ENV, DEFAULT_RESUME_SECONDS))
         self.follower = Follower(rt.store, self.link, recorder, resume)
@@ -42,6 +43,8 @@ class Runner:
     async def stop(self, rt: Runtime) -> None:
         if self.follower:
             await self.follower.stop()
+        if self.feed:
+            await self.feed.close()
         if self.resolver:
             await self.resolver.close()
         await self.link.close()

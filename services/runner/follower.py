@@ -14,6 +14,7 @@ import time
 
 import grpc
 
+from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.storage import Store
 from services.runner import run_store
 from services.runner.machine_link import MachineLink
@@ -33,10 +34,11 @@ class Follower:
         self.resume_seconds = resume_seconds
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def follow(self, run_id: str) -> None:
+    def follow(self, run_id: str, started: bool = False) -> None:
+        """Follow a live run; `started`: the machine already accepted its Run."""
         if run_id in self._tasks:
             return
-        task = asyncio.get_running_loop().create_task(self._follow(run_id), name=f"follow {run_id}")
+        task = asyncio.get_running_loop().create_task(self._follow(run_id, started), name=f"follow {run_id}")
         self._tasks[run_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
 
@@ -48,7 +50,7 @@ class Follower:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _follow(self, run_id: str) -> None:
+    async def _follow(self, run_id: str, started: bool) -> None:
         lost_since: float | None = None
         backoff = 0.05
         last_cursor = -1
@@ -59,6 +61,10 @@ class Follower:
             if run.machine_cursor != last_cursor:  # the machine made progress: a fresh window
                 lost_since, backoff, last_cursor = None, 0.05, run.machine_cursor
             try:
+                if not started and run.state == State.PENDING and run.machine_cursor == 0:
+                    # Idempotent on the machine: recovers a Run lost in a runner crash.
+                    await self.link.run(run, MACHINE_CALL_SECONDS)
+                started = True
                 if await self._tail(run):
                     return
                 problem = "the machine ended the run's event stream before the run was over"
@@ -85,10 +91,33 @@ class Follower:
             backoff = min(backoff * 2, 1.0)
 
     async def _tail(self, run: ProgramRun) -> bool:
-        """Record the machine's events from where we left off; True once terminal."""
-        if run.state == State.PENDING and run.machine_cursor == 0:
-            await self.link.run(run, MACHINE_CALL_SECONDS)  # idempotent: recovers a Run lost in a crash
-        async for event in self.link.watch(run, run.machine_cursor):
-            if await self.recorder.record_machine_event(run.request.run_id, event):
-                return True
-        return False
+        """Record the machine's events from where we left off; True once the run is over.
+
+        Events that arrive while a batch is being written are written together
+        in the next transaction (group commit), so a fast machine costs one
+        commit per batch, not per event.
+        """
+        arrived: asyncio.Queue[pb.ProgramEvent | None] = asyncio.Queue()
+        reader = asyncio.get_running_loop().create_task(self._read(run, arrived))
+        try:
+            while True:
+                batch = [await arrived.get()]
+                while not arrived.empty():
+                    batch.append(arrived.get_nowait())
+                events = [e for e in batch if e is not None]
+                if events and await self.recorder.record_machine_events(run.request.run_id, events):
+                    return True
+                if len(events) < len(batch):  # the stream ended: raise its error, if any
+                    await reader
+                    return False
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await reader
+
+    async def _read(self, run: ProgramRun, arrived: asyncio.Queue[pb.ProgramEvent | None]) -> None:
+        try:
+            async for event in self.link.watch(run, run.machine_cursor):
+                arrived.put_nowait(event)
+        finally:
+            arrived.put_nowait(None)

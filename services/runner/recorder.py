@@ -60,14 +60,18 @@ class RunRecorder:
             lambda tx: self.stage(tx, run_id, event, origin, attributes, context_changes, machine_sequence)
         )
 
-    async def record_machine_event(self, run_id: str, event: pb.ProgramEvent) -> bool:
-        """Record an event from the machine's stream once; True when the run is over.
+    async def record_machine_events(self, run_id: str, events: list[pb.ProgramEvent]) -> bool:
+        """Record events from the machine's stream, each once, in one transaction; True when the run is over.
 
-        Checked and written in one transaction against the machine sequence
-        already recorded, so two runner instances following the same run (or
-        a resumed stream) never record an event twice.
+        Checked against the machine sequence already recorded, so two runner
+        instances following the same run (or a resumed stream) never record
+        an event twice.
         """
-        return await self.store.write(lambda tx: self._stage_machine_event(tx, run_id, event))
+
+        def stage_all(tx: Tx) -> bool:
+            return any(self._stage_machine_event(tx, run_id, event) for event in events)
+
+        return await self.store.write(stage_all)
 
     def _stage_machine_event(self, tx: Tx, run_id: str, event: pb.ProgramEvent) -> bool:
         run = run_store.get_run(tx, run_id)

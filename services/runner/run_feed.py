@@ -32,20 +32,29 @@ class _RunLog:
     terminal: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: int = 0
+    # Events that committed while older ones were still being loaded from storage.
+    early: dict[int, pb.ProgramEvent] = field(default_factory=dict)
 
     def add(self, event: pb.ProgramEvent) -> None:
-        if event.sequence == len(self.events) + 1:
-            self.events.append(event)
-            self.terminal = State(event.state) in TERMINAL
+        if event.sequence > len(self.events):
+            self.early[event.sequence] = event
+        while (following := self.early.pop(len(self.events) + 1, None)) is not None:
+            self.events.append(following)
+            self.terminal = State(following.state) in TERMINAL
+        self.wake()
+
+    def wake(self) -> None:
         # Wake everyone waiting, then arm a fresh event for the next append.
         self.changed.set()
         self.changed = asyncio.Event()
 
 
 class RunFeed:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, stop: asyncio.Event) -> None:
         self.store = store
+        self.stop = stop
         self._logs: OrderedDict[str, _RunLog] = OrderedDict()
+        self._waker = asyncio.get_running_loop().create_task(self._wake_all_on_stop())
 
     def published(self, event: pb.ProgramEvent) -> None:
         """Called once an event committed (on the event loop)."""
@@ -54,34 +63,38 @@ class RunFeed:
         if log is not None:
             log.add(event)
 
-    async def watch(self, run_id: str, after: int, stop: asyncio.Event) -> AsyncIterator[pb.ProgramEvent]:
-        """Events after `after` in order; ends once the run is terminal and all were sent."""
+    async def watch(self, run_id: str, after: int) -> AsyncIterator[pb.ProgramEvent]:
+        """Events after `after` in order; ends once the run is terminal and all were sent, or on stop."""
         log = await self._load(run_id)
         log.watchers += 1
         try:
             cursor = after
-            while not stop.is_set():
+            while not self.stop.is_set():
                 while cursor < len(log.events):
                     yield log.events[cursor]
                     cursor += 1
                 if log.terminal:
                     return
-                await self._wait(run_id, log, stop)
+                await self._wait(run_id, log)
         finally:
             log.watchers -= 1
 
-    async def _wait(self, run_id: str, log: _RunLog, stop: asyncio.Event) -> None:
-        changed = asyncio.ensure_future(log.changed.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        done, pending = await asyncio.wait(
-            {changed, stopping}, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED"
-        )
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if not done:
-            await self._catch_up(run_id, log)
+    async def _wait(self, run_id: str, log: _RunLog) -> None:
+        try:
+            async with asyncio.timeout(POLL_SECONDS):
+                await log.changed.wait()
+        except TimeoutError:
+            await self._catch_up(run_id, log)  # events another runner instance recorded
+
+    async def close(self) -> None:
+        self._waker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._waker
+
+    async def _wake_all_on_stop(self) -> None:
+        await self.stop.wait()
+        for log in self._logs.values():
+            log.wake()
 
     async def _load(self, run_id: str) -> _RunLog:
         log = self._logs.get(run_id)

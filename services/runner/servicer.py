@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -67,8 +68,9 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         if existing is not None:
             return run_proto(_same_run(existing, asked))
         budget = _budget(context)
-        target = await self.resolver.machine(asked.machine, budget)
-        program, default_volume = await self.resolver.recipe(asked.recipe, budget)
+        target, (program, default_volume) = await asyncio.gather(
+            self.resolver.machine(asked.machine, budget), self.resolver.recipe(asked.recipe, budget)
+        )
         run = await self._create(asked, program, target, asked.volume_ml or default_volume)
         if run.state == State.PENDING:
             run = await self._start_on_machine(run, _budget(context))
@@ -102,7 +104,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             reason = f"the machine at {run.target.endpoint} did not start the run ({problem})"
             failed = await self.recorder.fail(run.request.run_id, reason)
             return failed[0] if failed else run
-        self.follower.follow(run.request.run_id)
+        self.follower.follow(run.request.run_id, started=True)
         return await self.rt.store.lookup(lambda tx: run_store.get_run(tx, run.request.run_id))
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
@@ -128,8 +130,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
                 "pass the last sequence you received",
             )
             v.raise_if_any()
-        stop = self.rt.shutdown.event
-        async for event in self.feed.watch(run.request.run_id, request.after_sequence, stop):
+        async for event in self.feed.watch(run.request.run_id, request.after_sequence):
             yield event
         if self.rt.shutdown.started:
             await context.abort(
