@@ -76,7 +76,8 @@ class Authenticator:
     def __init__(self, admin_key: str, lookup: KeyLookup) -> None:
         self._admin_hash = hash_key(admin_key)
         self._lookup = lookup
-        self._known: dict[str, str] = {}
+        # Keys that proved valid (never bad ones, so it cannot be flooded); keys are not revoked yet.
+        self._principals: dict[str, Principal] = {}
 
     async def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         return await self.resolve(context.invocation_metadata() or ())
@@ -86,14 +87,19 @@ class Authenticator:
         key = bearer_key(metadata)
         if key is None:
             return ANONYMOUS
+        known = self._principals.get(key)
+        if known is not None:
+            return known
         digest = hash_key(key)
         if hmac.compare_digest(digest, self._admin_hash):
-            return ADMIN
-        namespace = self._known.get(digest) or await self._lookup(digest)
-        if namespace is None:
-            raise Unauthenticated(f"the API key is not valid: {HOW_TO_AUTHENTICATE}")
-        self._known[digest] = namespace  # keys are never revoked yet, so caching is safe
-        return Principal(namespace)
+            principal = ADMIN
+        else:
+            namespace = await self._lookup(digest)
+            if namespace is None:
+                raise Unauthenticated(f"the API key is not valid: {HOW_TO_AUTHENTICATE}")
+            principal = Principal(namespace)
+        self._principals[key] = principal
+        return principal
 
     async def require_any(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         principal = await self.principal(context)

@@ -59,36 +59,33 @@ class SqliteEventLog:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._appended = asyncio.Condition()
-        self._generation = 0
+        self._appended: dict[str, asyncio.Event] = {}
 
     # -- writing ---------------------------------------------------------
     def append(self, tx: Tx, api: str, event_type: str, payload: any_pb2.Any, source: str) -> None:
-        """Stage an event in `tx`; listeners are woken once `tx` commits."""
+        """Stage an event in `tx`; listeners of `api` are woken once `tx` commits."""
         tx.execute(
             "INSERT INTO events (api, type, payload, time_ns, source) VALUES (?, ?, ?, ?, ?)",
             (api, event_type, payload.SerializeToString(), time.time_ns(), source),
         )
-        tx.after_commit(self._wake)
+        tx.after_commit(lambda: self._wake(api))
 
-    def _wake(self) -> None:
-        asyncio.get_running_loop().create_task(self._notify())
+    def _wake(self, api: str) -> None:
+        # Wake everyone waiting on this API, then arm a fresh event for the next append.
+        woken = self._appended.pop(api, None)
+        if woken is not None:
+            woken.set()
 
-    async def _notify(self) -> None:
-        async with self._appended:
-            self._generation += 1
-            self._appended.notify_all()
-
-    async def wait_for_append(self, timeout: float) -> None:
-        """Return when an event was appended in this process, or after `timeout`.
+    async def wait_for_append(self, api: str, timeout: float) -> None:
+        """Return when an event of `api` was appended in this process, or after `timeout`.
 
         The timeout doubles as polling for events appended by another
         process sharing the file.
         """
-        async with self._appended:
-            seen = self._generation
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._appended.wait_for(lambda: self._generation != seen), timeout)
+        appended = self._appended.setdefault(api, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await appended.wait()
 
     # -- reading ---------------------------------------------------------
     async def read(self, api: str, after_id: int, types: Sequence[str], limit: int) -> list[events_pb2.Event]:

@@ -94,7 +94,7 @@ class Bus:
                 yield event
                 cursor = int(event.id)
             if not batch:
-                await _wait_either(self.log.wait_for_append(POLL_SECONDS), stop)
+                await _wait_either(self.log.wait_for_append(api, POLL_SECONDS), stop)
 
     async def follow_group(
         self, group: Group, start_after: int, stop: asyncio.Event
@@ -108,7 +108,7 @@ class Bus:
                 yield event
                 await self.log.ack(group, [event.id])
             if not batch:
-                await _wait_either(self.log.wait_for_append(POLL_SECONDS), stop)
+                await _wait_either(self.log.wait_for_append(group.api, POLL_SECONDS), stop)
 
     # -- listening --------------------------------------------------------------
     def listen(self, event: str, handler: Handler, listener_name: str | None = None) -> asyncio.Task[None]:
@@ -134,7 +134,7 @@ class Bus:
                 await _handle_until_done(handler, event)
                 cursor = int(event.id)
             if not batch:
-                await self.log.wait_for_append(POLL_SECONDS)
+                await self.log.wait_for_append(api, POLL_SECONDS)
 
     async def _run_group(self, api: str, event_type: str, handler: Handler, listener: str) -> None:
         group = Group(api, listener, (event_type,))
@@ -154,7 +154,7 @@ class Bus:
                 attempts.pop(event.id, None)
                 await self.log.ack(group, [event.id])
             if not batch:
-                await self.log.wait_for_append(POLL_SECONDS)
+                await self.log.wait_for_append(api, POLL_SECONDS)
 
     async def close(self) -> None:
         for task in list(self._listeners):
