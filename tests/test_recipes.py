@@ -266,3 +266,20 @@ async def test_a_refused_write_fires_nothing(
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert await event_types(mesh, RECIPES_API) == []
+
+
+async def test_reads_never_show_a_recipe_as_it_was_before_a_change(partner: PartnerClient) -> None:
+    client = partner.client.recipes
+    await client.CreateRecipe(create_recipe("my-coffee-company", "lungo-customato", 300))
+    assert (
+        await client.GetRecipe(rpb.GetRecipeRequest(name=LUNGO))
+    ).product_properties.default_volume_ml == 300
+    change = recipe(volume_ml=180)
+    change.name = LUNGO
+    mask = field_mask_pb2.FieldMask(paths=["product_properties.default_volume_ml"])
+    await client.UpdateRecipe(rpb.UpdateRecipeRequest(recipe=change, update_mask=mask))
+    assert (
+        await client.GetRecipe(rpb.GetRecipeRequest(name=LUNGO))
+    ).product_properties.default_volume_ml == 180
+    await client.DeleteRecipe(rpb.DeleteRecipeRequest(name=LUNGO))
+    await fails(client.GetRecipe(rpb.GetRecipeRequest(name=LUNGO)), grpc.StatusCode.NOT_FOUND)

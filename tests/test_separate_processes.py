@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brewmesh.client import connect
 from brewmesh.partners.v1 import partners_pb2
+from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
 from tests.conftest import MeshProcess, start_machine_process, start_mesh_process
 from tests.fleet import create_recipe, names, read_to_end, register_machines, run_request
@@ -104,3 +107,30 @@ async def test_two_runner_instances_record_each_machine_event_once(tmp_path: Pat
     assert names(events)[-1] == "finished"
     assert [e.sequence for e in events] == list(range(1, 9))
     assert names(seen_there) == names(events)
+
+
+async def test_a_change_made_on_one_recipes_instance_reaches_the_other(tmp_path: Path) -> None:
+    data = tmp_path / "shared"
+    first = start_mesh_process(data)
+    second = start_mesh_process(data, command=("serve", "recipes", "--partners", first.address))
+    try:
+        async with connect(first.address, key=first.admin_key) as one, connect(second.address) as two:
+            name = await create_recipe(one, "common", "espresso", volume_ml=40)
+            seen = await two.recipes.GetRecipe(recipes_pb2.GetRecipeRequest(name=name))
+            assert seen.product_properties.default_volume_ml == 40  # now cached on the second instance
+            change = recipes_pb2.Recipe(
+                name=name, product_properties=recipes_pb2.ProductProperties(default_volume_ml=60)
+            )
+            mask = field_mask_pb2.FieldMask(paths=["product_properties.default_volume_ml"])
+            await one.recipes.UpdateRecipe(recipes_pb2.UpdateRecipeRequest(recipe=change, update_mask=mask))
+            volumes = []
+            for _ in range(50):  # the other instance learns of it from the bus within its poll interval
+                got = await two.recipes.GetRecipe(recipes_pb2.GetRecipeRequest(name=name))
+                volumes.append(got.product_properties.default_volume_ml)
+                if volumes[-1] == 60:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        second.stop()
+        first.stop()
+    assert volumes[-1] == 60 and len(volumes) < 40

@@ -15,10 +15,12 @@ from services.recipes.formatter_cache import FormatterCache
 from services.recipes.formatter_service import FormatterServicer
 from services.recipes.layout_service import LayoutServicer
 from services.recipes.publish import APIS, FORMATTER_API, LAYOUT_API, RECIPE_API, BusAnnouncer
+from services.recipes.recipe_cache import RecipeCache
 from services.recipes.recipe_service import RecipeServicer
 from services.recipes.schema import MIGRATIONS
 
 FORMATTER_EVENTS = ("volume_formatter_put", "volume_formatter_deleted")
+RECIPE_CHANGES = ("recipe_updated", "recipe_deleted")
 
 
 class Recipes:
@@ -26,24 +28,32 @@ class Recipes:
 
     def __init__(self) -> None:
         self.cache: FormatterCache | None = None
+        self.recipes: RecipeCache | None = None
 
     def _cache(self, rt: Runtime) -> FormatterCache:
         if self.cache is None:
             self.cache = FormatterCache(rt.store)
         return self.cache
 
+    def _recipes(self, rt: Runtime) -> RecipeCache:
+        if self.recipes is None:
+            self.recipes = RecipeCache(rt.store)
+        return self.recipes
+
     def _announcer(self, rt: Runtime) -> BusAnnouncer:
-        return BusAnnouncer(rt.bus, self._cache(rt).invalidate)
+        return BusAnnouncer(rt.bus, self._cache(rt).invalidate, self._recipes(rt).forget)
 
     async def start(self, rt: Runtime) -> None:
         announce = self._announcer(rt)
         await rt.store.write(lambda tx: layouts.ensure_standard(tx, announce))
         for event_type in FORMATTER_EVENTS:
             rt.bus.listen(f"{FORMATTER_API}.{event_type}", self._cache(rt).on_event)
+        for event_type in RECIPE_CHANGES:
+            rt.bus.listen(f"{RECIPE_API}.{event_type}", self._recipes(rt).on_event)
 
     def bindings(self, rt: Runtime) -> list[ServiceBinding]:
         announce, cache = self._announcer(rt), self._cache(rt)
-        recipe = RecipeServicer(rt, announce, cache)
+        recipe = RecipeServicer(rt, announce, cache, self._recipes(rt))
         layout = LayoutServicer(rt, announce)
         formatter = FormatterServicer(rt, announce, cache)
         return [

@@ -24,9 +24,15 @@ APIS = (RECIPE_API, LAYOUT_API, FORMATTER_API)
 class BusAnnouncer:
     """The domain's `Announcer`: each change becomes its API's declared event."""
 
-    def __init__(self, bus: Bus, on_formatters_changed: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        on_formatters_changed: Callable[[], None] = lambda: None,
+        on_recipe_changed: Callable[[str], None] = lambda name: None,
+    ) -> None:
         self.bus = bus
         self.on_formatters_changed = on_formatters_changed
+        self.on_recipe_changed = on_recipe_changed
 
     def recipe_created(self, tx: Tx, recipe: Recipe) -> None:
         event = recipes_pb2.RecipeCreatedEvent(recipe=convert.recipe_proto(recipe))
@@ -37,9 +43,11 @@ class BusAnnouncer:
             recipe=convert.recipe_proto(recipe), update_mask=field_mask_pb2.FieldMask(paths=list(mask))
         )
         self.bus.fire(tx, RECIPE_API, "recipe_updated", event)
+        tx.after_commit(lambda: self.on_recipe_changed(recipe.name))
 
     def recipe_deleted(self, tx: Tx, name: str) -> None:
         self.bus.fire(tx, RECIPE_API, "recipe_deleted", recipes_pb2.RecipeDeletedEvent(name=name))
+        tx.after_commit(lambda: self.on_recipe_changed(name))
 
     def l10n_put(self, tx: Tx, l10n: L10n) -> None:
         event = recipes_pb2.RecipeL10nPutEvent(l10n=convert.l10n_proto(l10n))

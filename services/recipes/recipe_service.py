@@ -13,14 +13,18 @@ from brewmesh.runtime import Runtime
 from services.recipes import builder, convert, l10n, recipes, search
 from services.recipes.changes import Announcer
 from services.recipes.formatter_cache import FormatterCache
+from services.recipes.recipe_cache import RecipeCache
 from services.recipes.rpc import Context, checked, paging_query
 
 
 class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
-    def __init__(self, rt: Runtime, announce: Announcer, formatters: FormatterCache) -> None:
+    def __init__(
+        self, rt: Runtime, announce: Announcer, formatters: FormatterCache, recipe_cache: RecipeCache
+    ) -> None:
         self.rt = rt
         self.announce = announce
         self.formatters = formatters
+        self.recipe_cache = recipe_cache
 
     async def CreateRecipe(  # noqa: N802
         self, request: recipes_pb2.CreateRecipeRequest, context: Context
@@ -38,7 +42,7 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
     ) -> recipes_pb2.Recipe:
         v = Violations()
         recipe_id = checked(v, recipes.parse_recipe_name(v, "name", request.name))
-        return convert.recipe_proto(await self.rt.store.lookup(lambda tx: recipes.get(tx, recipe_id)))
+        return await self.recipe_cache.get(recipe_id)
 
     async def ListRecipes(  # noqa: N802
         self, request: recipes_pb2.ListRecipesRequest, context: Context
