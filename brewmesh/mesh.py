@@ -8,11 +8,15 @@ keys and event log) and reach each other's services over gRPC.
 
 from __future__ import annotations
 
+import asyncio
+import io
+import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from brewmesh import bus_service, event_log
 from brewmesh.apis import ApiRegistry
@@ -25,6 +29,8 @@ from brewmesh.secret_files import read_or_create
 from brewmesh.server import Server, Shutdown
 from brewmesh.storage import SqliteStore
 from services.partners.component import key_lookup
+
+log = logging.getLogger(__name__)
 
 DB_FILE = "brewmesh.db"
 TOKEN_SECRET_FILE = "page-token.secret"
@@ -105,12 +111,40 @@ class Mesh:
         return mesh
 
     async def stop(self, grace: float = 5.0) -> None:
-        await self.server.stop(grace)
+        """Drain calls for `grace` seconds, then stop every part, each within a bound.
+
+        A stop must end even if a part is stuck (say, a call to a machine
+        that never answers): a stuck step is logged with the stacks of the
+        tasks still running, and the stop goes on.
+        """
+        await bounded_step("server", self.server.stop(grace), grace + STEP_SECONDS)
         for component in self.components:
             if component.stop:
-                await component.stop(self.runtime)
-        await self.runtime.bus.close()
+                await bounded_step(component.name, component.stop(self.runtime), STEP_SECONDS)
+        await bounded_step("event bus", self.runtime.bus.close(), STEP_SECONDS)
         await self.runtime.store.close()
+
+
+STEP_SECONDS = 5.0
+
+
+async def bounded_step(name: str, step: Awaitable[None], seconds: float) -> bool:
+    """Run one stop step for at most `seconds`; False (and a logged report) if it stalled."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait([task], timeout=seconds)
+    if done:
+        task.result()
+        return True
+    stacks = "\n".join(_describe(t) for t in asyncio.all_tasks() if not t.done())
+    log.error("stopping %s took over %.0f s; abandoning it. Running tasks:\n%s", name, seconds, stacks)
+    task.cancel()
+    return False
+
+
+def _describe(task: asyncio.Task[Any]) -> str:
+    out = io.StringIO()
+    task.print_stack(limit=8, file=out)
+    return out.getvalue()
 
 
 __all__ = ["KeyLookup", "Mesh", "all_components"]

@@ -9,10 +9,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from brewmesh import mesh as mesh_module
 from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
 from brewmesh.client import MeshClient, connect
-from brewmesh.mesh import Mesh
+from brewmesh.mesh import Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
+from brewmesh.runtime import Component, Runtime
 from tests.conftest import MeshProcess, grpcurl
 
 SERVICES = [
@@ -105,3 +107,62 @@ async def test_restart_keeps_data_and_keys(tmp_path: Path) -> None:
         assert kept.display_name == "Kept"
     finally:
         await second.stop(grace=0)
+
+
+async def test_stop_is_prompt_while_a_machine_never_answers(tmp_path: Path) -> None:
+    """A machine endpoint that accepts TCP and never speaks must not hold up a stop."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    black_hole = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = black_hole.sockets[0].getsockname()[1]
+    mesh = await Mesh.start(tmp_path / "data")
+    try:
+        async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as admin:
+            await _declare_machine(admin, f"127.0.0.1:{port}")
+            for _ in range(50):  # until the health probe is under way
+                if held:
+                    break
+                await asyncio.sleep(0.05)
+            assert held, "the health checker never probed the machine"
+        await asyncio.wait_for(mesh.stop(grace=0), 10)
+    finally:
+        for writer in held:
+            writer.close()
+        black_hole.close()
+        await black_hole.wait_closed()
+
+
+async def _declare_machine(admin: MeshClient, endpoint: str) -> None:
+    namespace = "black-hole-co"
+    await admin.partners.CreatePartner(
+        partners_pb2.CreatePartnerRequest(namespace=namespace, partner=partners_pb2.Partner(display_name="B"))
+    )
+    machine = partners_pb2.CoffeeMachine(
+        name=f"partners/{namespace}/coffeeMachines/m1",
+        api_type="vending",
+        program_api=partners_pb2.ProgramApi(endpoint=endpoint),
+    )
+    await admin.partners.PutCoffeeMachines(
+        partners_pb2.PutCoffeeMachinesRequest(parent=f"partners/{namespace}", coffee_machines=[machine])
+    )
+
+
+async def test_a_stuck_part_cannot_hold_up_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping goes on past a part that never finishes, and says which part it was."""
+    monkeypatch.setattr(mesh_module, "STEP_SECONDS", 0.3)
+
+    async def never_stops(_: Runtime) -> None:
+        await asyncio.Event().wait()
+
+    stuck = Component(name="stuck", apis=[], migrations=[], bindings=lambda _: [], stop=never_stops)
+    mesh = await Mesh.start(tmp_path / "data", components=[*all_components(), stuck])
+    await asyncio.wait_for(mesh.stop(grace=0), 10)
+    assert "stopping stuck took over" in caplog.text
+    assert "never_stops" in caplog.text  # the report shows where it was stuck
+    with pytest.raises(RuntimeError):  # and the store was still closed
+        await mesh.runtime.store.read(lambda tx: tx.fetchone("SELECT 1"))
