@@ -9,7 +9,6 @@ keys and event log) and reach each other's services over gRPC.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import secrets
@@ -136,15 +135,27 @@ async def bounded_step(name: str, step: Awaitable[None], seconds: float) -> bool
         task.result()
         return True
     stacks = "\n".join(_describe(t) for t in asyncio.all_tasks() if not t.done())
-    log.error("stopping %s took over %.0f s; abandoning it. Running tasks:\n%s", name, seconds, stacks)
+    log.error("stopping %s took over %.1f s; abandoning it. Running tasks:\n%s", name, seconds, stacks)
     task.cancel()
     return False
 
 
 def _describe(task: asyncio.Task[Any]) -> str:
-    out = io.StringIO()
-    task.print_stack(limit=8, file=out)
-    return out.getvalue()
+    """The task's chain of awaits, outermost first.
+
+    Not Task.print_stack: it shows only the outermost frame of a suspended
+    coroutine, and fails on grpc's compiled (Cython) frames, which have no line.
+    """
+    lines = [task.get_name()]
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is None:
+            lines.append(f"  awaiting {type(awaited).__qualname__}")
+            break
+        lines.append(f"  {frame.f_code.co_qualname} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return "\n".join(lines)
 
 
 __all__ = ["KeyLookup", "Mesh", "all_components"]

@@ -92,9 +92,10 @@ class ServerProcess:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def stop(self) -> str:
-        """SIGTERM, wait for a graceful exit (SIGKILL after 20 s); the process's output."""
-        if self.process.poll() is None:
+    def stop(self, signalled: bool = False) -> str:
+        """SIGTERM (unless the caller already sent one), wait for a graceful exit
+        (SIGKILL after 20 s); the process's output."""
+        if not signalled and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
             output, _ = self.process.communicate(timeout=20)

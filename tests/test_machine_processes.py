@@ -33,8 +33,8 @@ def start_machine(kind: str, brew_seconds: float) -> MachineProcess:
     return start_machine_process(kind, brew_seconds)
 
 
-def stop_gracefully(machine: MachineProcess) -> str:
-    output = machine.stop()
+def stop_gracefully(machine: MachineProcess, signalled: bool = False) -> str:
+    output = machine.stop(signalled)
     code = machine.process.returncode
     assert code == 0, f"{machine.kind} machine exited with {code}:\n{output}"
     assert "machine stopped" in output, output
@@ -198,6 +198,7 @@ def test_a_machine_process_serves_health_and_reflection(machines: dict[str, Mach
 
 async def test_sigterm_mid_run_fails_the_run_for_its_watcher_and_exits_cleanly() -> None:
     machine = start_machine("vending", 0)
+    signalled = False
     try:
         ch = channel(machine.address)
         stub = cast("Stub", program_runner_pb2_grpc.ProgramRunnerStub(ch))
@@ -205,11 +206,12 @@ async def test_sigterm_mid_run_fails_the_run_for_its_watcher_and_exits_cleanly()
         call = stub.Watch(pb.WatchRequest(run=run.name), timeout=15)
         await read_until(call, "brewing_finished")
         machine.process.send_signal(signal.SIGTERM)
+        signalled = True  # a second SIGTERM while it exits would kill it outright
         rest = await read_until(call, None)
         assert await call.code() == grpc.StatusCode.OK, "the stream ends cleanly, not dropped"
         await ch.close()
     finally:
-        output = stop_gracefully(machine)
+        output = stop_gracefully(machine, signalled)
     assert [e.event for e in rest] == ["failed"]
     assert "shut down" in json_format.MessageToDict(rest[0].attributes)["reason"]
     assert "handles: takeout_requested, order_canceled" in output
