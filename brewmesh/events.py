@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -46,6 +47,7 @@ class ReceivedEvent:
 
 
 Handler = Callable[[ReceivedEvent], Awaitable[None]]
+Observer = Callable[[message.Message], None]
 
 
 def unpack(event: events_pb2.Event) -> ReceivedEvent:
@@ -68,6 +70,7 @@ class Bus:
         self.registry = registry
         self.source = f"{socket.gethostname()}:{os.getpid()}/{service}"
         self._listeners: set[asyncio.Task[None]] = set()
+        self._observers: dict[tuple[str, str], list[Observer]] = {}
 
     # -- firing ---------------------------------------------------------------
     def fire(self, tx: Tx, api: str, event_type: str, payload: message.Message) -> None:
@@ -76,6 +79,8 @@ class Bus:
         packed = any_pb2.Any()
         packed.Pack(payload)
         self.log.append(tx, api, event_type, packed, self.source)
+        for observer in self._observers.get((api, event_type), ()):
+            tx.after_commit(functools.partial(observer, payload))
 
     async def fire_now(self, api: str, event_type: str, payload: message.Message) -> None:
         """Fire an event in a transaction of its own."""
@@ -111,6 +116,25 @@ class Bus:
                 await _wait_either(self.log.wait_for_append(group.api, POLL_SECONDS), stop)
 
     # -- listening --------------------------------------------------------------
+    def observe(self, event: str, observer: Observer) -> None:
+        """Call `observer(payload)` for each `event` (`<api>.<event type>`) from now on.
+
+        Made for keeping derived state (a cache) in step: an event fired in
+        this process is observed as its transaction commits, before the
+        caller hears back; one fired by another process sharing the log,
+        within the poll interval. The observer runs on the event loop and
+        must be quick and must not fail.
+        """
+        api, _, event_type = event.rpartition(".")
+        self.registry.spec(api, event_type)  # fail fast on a typo
+        self._observers.setdefault((api, event_type), []).append(observer)
+
+        async def from_elsewhere(received: ReceivedEvent) -> None:
+            if received.source != self.source:  # ours were observed at commit
+                observer(received.payload)
+
+        self.listen(event, from_elsewhere)
+
     def listen(self, event: str, handler: Handler, listener_name: str | None = None) -> asyncio.Task[None]:
         """Run `handler` for each `event` (`<api>.<event type>`), at least once.
 

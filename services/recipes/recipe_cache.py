@@ -8,10 +8,9 @@ bus poll interval). A load that raced with a change is used once, not kept.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from brewmesh.events import ReceivedEvent
 from brewmesh.names import CompositeId
+from brewmesh.read_cache import ReadCache
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.storage import Store
 from services.recipes import convert, recipes
@@ -22,13 +21,10 @@ MAX_CACHED = 10_000
 class RecipeCache:
     def __init__(self, store: Store, limit: int = MAX_CACHED) -> None:
         self._store = store
-        self._limit = limit
-        self._protos: OrderedDict[str, recipes_pb2.Recipe] = OrderedDict()
-        self._generation = 0
+        self._protos: ReadCache[str, recipes_pb2.Recipe] = ReadCache(limit)
 
     def forget(self, name: str) -> None:
-        self._generation += 1
-        self._protos.pop(name, None)
+        self._protos.forget(name)
 
     async def on_event(self, event: ReceivedEvent) -> None:
         payload = event.payload
@@ -39,15 +35,8 @@ class RecipeCache:
 
     async def get(self, recipe_id: CompositeId) -> recipes_pb2.Recipe:
         """The recipe's proto (shared: callers must not change it); NOT_FOUND if there is none."""
-        name = recipes.recipe_name(recipe_id)
-        cached = self._protos.get(name)
-        if cached is not None:
-            self._protos.move_to_end(name)
-            return cached
-        generation = self._generation
-        proto = convert.recipe_proto(await self._store.lookup(lambda tx: recipes.get(tx, recipe_id)))
-        if generation == self._generation:
-            self._protos[name] = proto
-            if len(self._protos) > self._limit:
-                self._protos.popitem(last=False)
-        return proto
+
+        async def load() -> recipes_pb2.Recipe:
+            return convert.recipe_proto(await self._store.lookup(lambda tx: recipes.get(tx, recipe_id)))
+
+        return await self._protos.get(recipes.recipe_name(recipe_id), load)

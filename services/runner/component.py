@@ -7,7 +7,7 @@ import os
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
-from services.runner import run_store
+from services.runner import resolution, run_store
 from services.runner.follower import Follower
 from services.runner.machine_link import MachineLink
 from services.runner.recorder import API, RunRecorder
@@ -34,7 +34,9 @@ class Runner:
         recorder = RunRecorder(rt.store, rt.bus, feed)
         resume = float(os.environ.get(RESUME_ENV, DEFAULT_RESUME_SECONDS))
         self.follower = Follower(rt.store, self.link, recorder, resume)
-        self.resolver = Resolver(rt.address_of)
+        self.resolver = resolver = Resolver(rt.address_of)
+        for change in resolution.CHANGES:
+            rt.bus.observe(change, resolver.on_change)
         self.servicer = ProgramRunnerServicer(rt, self.resolver, self.link, recorder, feed, self.follower)
         # Pick up the runs that were live when this runner last stopped.
         for run in await rt.store.read(run_store.live_runs):

@@ -1,7 +1,10 @@
 """Resolving a run's machine and recipe over gRPC, through their services.
 
 The runner never reads the partner registry's or the recipes' storage: it
-asks PartnerService and RecipeService, wherever they run.
+asks PartnerService and RecipeService, wherever they run, and remembers the
+answers until their events say they changed (`coffee_machines_put`,
+`recipe_updated`, `recipe_deleted`). A change made in this process is seen
+at once; one made by another process within the bus poll interval.
 """
 
 from __future__ import annotations
@@ -10,13 +13,24 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from brewmesh.client import MeshClient, connect
 from brewmesh.errors import FailedPrecondition, NotFound, Unavailable
 from brewmesh.partners.v1 import partners_pb2
+from brewmesh.read_cache import ReadCache
 from brewmesh.recipes.v1 import recipes_pb2
 from services.runner.program_runs import MachineTarget, Program
 from services.runner.run_protos import from_struct
+
+MAX_CACHED = 10_000
+PARTNERS_API = partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name
+RECIPES_API = recipes_pb2.DESCRIPTOR.services_by_name["RecipeService"].full_name
+CHANGES = (
+    f"{PARTNERS_API}.coffee_machines_put",
+    f"{RECIPES_API}.recipe_updated",
+    f"{RECIPES_API}.recipe_deleted",
+)
 
 
 class Resolver:
@@ -25,6 +39,18 @@ class Resolver:
     def __init__(self, address_of: Callable[[str], str]) -> None:
         self._address_of = address_of
         self._clients: dict[str, MeshClient] = {}
+        self._machines: ReadCache[str, MachineTarget] = ReadCache(MAX_CACHED)
+        self._recipes: ReadCache[str, tuple[Program, int]] = ReadCache(MAX_CACHED)
+
+    def on_change(self, payload: Message) -> None:
+        """Forget what one of the CHANGES events says has changed."""
+        if isinstance(payload, partners_pb2.CoffeeMachinesPutEvent):
+            fleet = f"{payload.parent}/coffeeMachines/"
+            self._machines.forget_where(lambda name: name.startswith(fleet))
+        elif isinstance(payload, recipes_pb2.RecipeUpdatedEvent):
+            self._recipes.forget(payload.recipe.name)
+        elif isinstance(payload, recipes_pb2.RecipeDeletedEvent):
+            self._recipes.forget(payload.name)
 
     def _client(self, service: str) -> MeshClient:
         address = self._address_of(service)
@@ -33,6 +59,13 @@ class Resolver:
         return self._clients[address]
 
     async def machine(self, name: str, timeout: float) -> MachineTarget:
+        return await self._machines.get(name, lambda: self._load_machine(name, timeout))
+
+    async def recipe(self, name: str, timeout: float) -> tuple[Program, int]:
+        """The recipe's program and default volume."""
+        return await self._recipes.get(name, lambda: self._load_recipe(name, timeout))
+
+    async def _load_machine(self, name: str, timeout: float) -> MachineTarget:
         request = partners_pb2.GetCoffeeMachineRequest(name=name)
         found = await _call(
             self._client("partners").partners.GetCoffeeMachine, request, timeout, "partner registry"
@@ -44,7 +77,7 @@ class Resolver:
             handled_events=tuple(found.handled_events),
         )
 
-    async def recipe(self, name: str, timeout: float) -> tuple[Program, int]:
+    async def _load_recipe(self, name: str, timeout: float) -> tuple[Program, int]:
         request = recipes_pb2.GetRecipeRequest(name=name)
         found = await _call(self._client("recipes").recipes.GetRecipe, request, timeout, "recipe service")
         execution = found.execution_properties

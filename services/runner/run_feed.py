@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -117,8 +118,10 @@ class RunFeed:
                 return
 
     def _evict(self) -> None:
-        for run_id in list(self._logs):
-            if len(self._logs) <= MAX_CACHED_RUNS:
-                return
-            if self._logs[run_id].watchers == 0 and self._logs[run_id].terminal:
-                del self._logs[run_id]
+        # Oldest first; runs still watched or still live stay.
+        excess = len(self._logs) - MAX_CACHED_RUNS
+        if excess <= 0:
+            return
+        idle = (run_id for run_id, log in self._logs.items() if log.watchers == 0 and log.terminal)
+        for run_id in list(itertools.islice(idle, excess)):
+            del self._logs[run_id]
