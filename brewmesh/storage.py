@@ -10,6 +10,7 @@ loop. A server database can implement the same two methods.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -18,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
+BEGIN_WRITE = "BEGIN IMMEDIATE"
+CHECKPOINT_SECONDS = 1.0
 Row = sqlite3.Row
 Params = Sequence[Any]
 
@@ -90,6 +95,10 @@ class SqliteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._written = threading.Event()
+        self._closing = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -100,6 +109,8 @@ class SqliteStore:
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
             connection.execute("PRAGMA busy_timeout=10000")
+            # Checkpoints (which fsync) run on their own thread, not inside a commit.
+            connection.execute("PRAGMA wal_autocheckpoint=0")
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -115,7 +126,26 @@ class SqliteStore:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+        if begin == BEGIN_WRITE:
+            self._written.set()
         return result, tx.callbacks
+
+    def _checkpoints(self) -> None:
+        """Copy the WAL into the database file now and then, off the write path.
+
+        A checkpoint inside a commit (SQLite's default) stalls that write for
+        the fsync; a PASSIVE one here never blocks readers or writers.
+        """
+        while not self._closing.wait(CHECKPOINT_SECONDS):
+            if self._written.is_set():
+                self._written.clear()
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            log.exception("WAL checkpoint failed; trying again after the next write")
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -137,7 +167,7 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         # Shielded: once a write starts it runs to its end even if the caller
         # is cancelled, so the after-commit callbacks are never skipped.
-        future = loop.run_in_executor(self._writer, self._run, fn, "BEGIN IMMEDIATE")
+        future = loop.run_in_executor(self._writer, self._run, fn, BEGIN_WRITE)
         result, callbacks = await asyncio.shield(future)
         for callback in callbacks:
             callback()
@@ -153,6 +183,8 @@ class SqliteStore:
     def _shutdown(self) -> None:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._closing.set()
+        self._checkpointer.join()  # closing the last connection checkpoints what is left
         with self._lock:
             for connection in self._connections:
                 connection.close()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import grpc
@@ -166,3 +169,21 @@ async def test_a_stuck_part_cannot_hold_up_a_stop(
     assert "never_stops" in caplog.text  # the report shows where it was stuck
     with pytest.raises(RuntimeError):  # and the store was still closed
         await mesh.runtime.store.read(lambda tx: tx.fetchone("SELECT 1"))
+
+
+async def test_a_stopped_mesh_leaves_all_its_data_in_the_database_file(tmp_path: Path) -> None:
+    """After a clean stop, `brewmesh.db` alone (say, a backup copy) holds every change."""
+    data = tmp_path / "data"
+    mesh = await Mesh.start(data)
+    async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as admin:
+        for i in range(20):
+            partner = partners_pb2.Partner(display_name=f"Co {i}")
+            await admin.partners.CreatePartner(
+                partners_pb2.CreatePartnerRequest(namespace=f"co-{i}", partner=partner)
+            )
+    await mesh.stop(grace=0)
+    copy = tmp_path / "backup.db"
+    shutil.copyfile(data / "brewmesh.db", copy)  # without its -wal file
+    with closing(sqlite3.connect(copy)) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM partners WHERE namespace LIKE 'co-%'").fetchone()
+    assert count == 20

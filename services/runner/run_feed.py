@@ -57,6 +57,15 @@ class RunFeed:
         self._logs: OrderedDict[str, _RunLog] = OrderedDict()
         self._waker = asyncio.get_running_loop().create_task(self._wake_all_on_stop())
 
+    def created(self, run_id: str) -> None:
+        """A run was created here (on the event loop, before its first event is published).
+
+        Its log starts complete and empty, so its first watcher reads nothing from storage.
+        """
+        if run_id not in self._logs:
+            self._logs[run_id] = _RunLog()
+            self._evict()
+
     def published(self, event: pb.ProgramEvent) -> None:
         """Called once an event committed (on the event loop)."""
         run_id = event.run.removeprefix("programRuns/")

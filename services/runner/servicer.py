@@ -85,6 +85,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
 
         def create(tx: Tx) -> ProgramRun:
             run_store.insert_run(tx, run)
+            tx.after_commit(lambda: self.feed.created(asked.run_id))
             attributes = {"machine": asked.machine, "recipe": asked.recipe, "volume_ml": volume}
             recorded = self.recorder.stage(tx, asked.run_id, "run_requested", Origin.RUNNER, attributes)
             assert recorded is not None
