@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 BEGIN_WRITE = "BEGIN IMMEDIATE"
 CHECKPOINT_SECONDS = 1.0
+LOCK_WAIT_MS = 10_000
 Row = sqlite3.Row
 Params = Sequence[Any]
 
@@ -52,6 +53,10 @@ class Store(Protocol):
         ...
 
     async def write(self, fn: Callable[[Tx], T]) -> T: ...
+
+    async def quick_write(self, fn: Callable[[Tx], T]) -> T:
+        """A write of a few rows by key: may run without leaving the event loop."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -99,36 +104,68 @@ class SqliteStore:
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
         self._checkpointer.start()
+        self._on_loop: sqlite3.Connection | None = None
+        self._writes_queued = 0
 
     def _connection(self) -> sqlite3.Connection:
+        """This worker thread's connection."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA busy_timeout=10000")
-            # Checkpoints (which fsync) run on their own thread, not inside a commit.
-            connection.execute("PRAGMA wal_autocheckpoint=0")
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
+            connection = self._local.connection = self._connect()
         return connection
 
-    def _run(self, fn: Callable[[Tx], T], begin: str) -> tuple[T, list[Callable[[], None]]]:
-        connection = self._connection()
-        tx = _SqliteTx(connection)
+    def _loop_connection(self) -> sqlite3.Connection:
+        """The event loop thread's connection (lookups and quick writes)."""
+        if self._on_loop is None:
+            self._on_loop = self._connect()
+        return self._on_loop
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
+        # Checkpoints (which fsync) run on their own thread, not inside a commit.
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _run(
+        self, fn: Callable[[Tx], T], begin: str, connection: sqlite3.Connection | None = None
+    ) -> tuple[T, list[Callable[[], None]]]:
+        connection = connection or self._connection()
         connection.execute(begin)
+        return self._finish(connection, fn, wrote=begin == BEGIN_WRITE)
+
+    def _finish(
+        self, connection: sqlite3.Connection, fn: Callable[[Tx], T], wrote: bool
+    ) -> tuple[T, list[Callable[[], None]]]:
+        """Run `fn` in the transaction begun on `connection`, then commit (or roll back)."""
+        tx = _SqliteTx(connection)
         try:
             result = fn(tx)
         except BaseException:
             connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
-        if begin == BEGIN_WRITE:
+        if wrote:
             self._written.set()
         return result, tx.callbacks
+
+    @staticmethod
+    def _begin_without_waiting(connection: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE unless another connection holds the write lock right now."""
+        connection.execute("PRAGMA busy_timeout=0")
+        try:
+            connection.execute(BEGIN_WRITE)
+            return True
+        except sqlite3.OperationalError:  # locked (by another process): the caller queues
+            return False
+        finally:
+            connection.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
 
     def _checkpoints(self) -> None:
         """Copy the WAL into the database file now and then, off the write path.
@@ -160,7 +197,7 @@ class SqliteStore:
         lock, so this cannot stall the loop. Anything that may scan uses
         `read`.
         """
-        result, _ = self._run(fn, "BEGIN")
+        result, _ = self._run(fn, "BEGIN", self._loop_connection())
         return result
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
@@ -168,10 +205,32 @@ class SqliteStore:
         # Shielded: once a write starts it runs to its end even if the caller
         # is cancelled, so the after-commit callbacks are never skipped.
         future = loop.run_in_executor(self._writer, self._run, fn, BEGIN_WRITE)
-        result, callbacks = await asyncio.shield(future)
+        self._writes_queued += 1
+        try:
+            result, callbacks = await asyncio.shield(future)
+        finally:
+            self._writes_queued -= 1
         for callback in callbacks:
             callback()
         return result
+
+    async def quick_write(self, fn: Callable[[Tx], T]) -> T:
+        """A write of a few rows by key, at once on the event loop when it can be.
+
+        Handing a small write to the writer thread costs more in wake-ups
+        than the write itself (commits do not fsync: WAL, synchronous=NORMAL,
+        checkpoints on their own thread). When no write is queued and the
+        database is not locked by another process, it runs here; otherwise
+        it queues like any write. It never waits for a lock on the loop.
+        """
+        if self._writes_queued == 0:
+            connection = self._loop_connection()
+            if self._begin_without_waiting(connection):
+                result, callbacks = self._finish(connection, fn, wrote=True)
+                for callback in callbacks:
+                    callback()
+                return result
+        return await self.write(fn)
 
     async def migrate(self, migrations: Sequence[Migration]) -> None:
         await self.write(lambda tx: apply_migrations(tx, migrations))

@@ -56,7 +56,7 @@ class RunRecorder:
         machine_sequence: int | None = None,
     ) -> Recorded | None:
         """Record one event; None if the run was already terminal."""
-        return await self.store.write(
+        return await self.store.quick_write(
             lambda tx: self.stage(tx, run_id, event, origin, attributes, context_changes, machine_sequence)
         )
 
@@ -71,7 +71,7 @@ class RunRecorder:
         def stage_all(tx: Tx) -> bool:
             return any(self._stage_machine_event(tx, run_id, event) for event in events)
 
-        return await self.store.write(stage_all)
+        return await self.store.quick_write(stage_all)
 
     def _stage_machine_event(self, tx: Tx, run_id: str, event: pb.ProgramEvent) -> bool:
         run = run_store.get_run(tx, run_id)

@@ -92,7 +92,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             return recorded[0]
 
         try:
-            return await self.rt.store.write(create)
+            return await self.rt.store.quick_write(create)
         except sqlite3.IntegrityError:  # the same run id, created concurrently
             existing = await self.rt.store.lookup(lambda tx: run_store.get_run(tx, asked.run_id))
             return _same_run(existing, asked)
