@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 BEGIN_WRITE = "BEGIN IMMEDIATE"
-CHECKPOINT_SECONDS = 1.0
+# A checkpoint fsyncs, which slows the commits around it: do it after this
+# many write transactions (SQLite's own default is every ~1000 pages), or
+# after this long with anything unwritten.
+CHECKPOINT_WRITES = 1000
+CHECKPOINT_SECONDS = 10.0
 LOCK_WAIT_MS = 10_000
 Row = sqlite3.Row
 Params = Sequence[Any]
@@ -100,7 +104,8 @@ class SqliteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._written = threading.Event()
+        self._writes_since_checkpoint = 0
+        self._checkpoint_due = threading.Event()
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
         self._checkpointer.start()
@@ -152,7 +157,9 @@ class SqliteStore:
             raise
         connection.execute("COMMIT")
         if wrote:
-            self._written.set()
+            self._writes_since_checkpoint += 1  # a hint: a lost update across threads is harmless
+            if self._writes_since_checkpoint >= CHECKPOINT_WRITES:
+                self._checkpoint_due.set()
         return result, tx.callbacks
 
     @staticmethod
@@ -173,9 +180,13 @@ class SqliteStore:
         A checkpoint inside a commit (SQLite's default) stalls that write for
         the fsync; a PASSIVE one here never blocks readers or writers.
         """
-        while not self._closing.wait(CHECKPOINT_SECONDS):
-            if self._written.is_set():
-                self._written.clear()
+        while True:
+            self._checkpoint_due.wait(CHECKPOINT_SECONDS)
+            if self._closing.is_set():
+                return
+            self._checkpoint_due.clear()
+            if self._writes_since_checkpoint:
+                self._writes_since_checkpoint = 0
                 self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -243,6 +254,7 @@ class SqliteStore:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self._closing.set()
+        self._checkpoint_due.set()
         self._checkpointer.join()  # closing the last connection checkpoints what is left
         with self._lock:
             for connection in self._connections:
