@@ -113,8 +113,9 @@ class Mesh:
         """Drain calls for `grace` seconds, then stop every part, each within a bound.
 
         A stop must end even if a part is stuck (say, a call to a machine
-        that never answers): a stuck step is logged with the stacks of the
-        tasks still running, and the stop goes on.
+        that never answers) or fails: a stuck step is logged with the await
+        chains of the tasks still running, a failed one with its error, and
+        the stop goes on.
         """
         await bounded_step("server", self.server.stop(grace), grace + STEP_SECONDS)
         for component in self.components:
@@ -128,12 +129,17 @@ STEP_SECONDS = 5.0
 
 
 async def bounded_step(name: str, step: Awaitable[None], seconds: float) -> bool:
-    """Run one stop step for at most `seconds`; False (and a logged report) if it stalled."""
+    """Run one stop step for at most `seconds`; False (and a logged report) if it failed or stalled.
+
+    Either way the stop goes on, so the steps after it (closing the store) still run.
+    """
     task = asyncio.ensure_future(step)
     done, _ = await asyncio.wait([task], timeout=seconds)
     if done:
-        task.result()
-        return True
+        if task.exception() is None:
+            return True
+        log.error("stopping %s failed; going on with the stop", name, exc_info=task.exception())
+        return False
     stacks = "\n".join(_describe(t) for t in asyncio.all_tasks() if not t.done())
     log.error("stopping %s took over %.1f s; abandoning it. Running tasks:\n%s", name, seconds, stacks)
     task.cancel()

@@ -187,3 +187,17 @@ async def test_a_stopped_mesh_leaves_all_its_data_in_the_database_file(tmp_path:
     with closing(sqlite3.connect(copy)) as db:
         (count,) = db.execute("SELECT COUNT(*) FROM partners WHERE namespace LIKE 'co-%'").fetchone()
     assert count == 20
+
+
+async def test_a_failing_part_still_lets_the_stop_close_everything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def fails(_: Runtime) -> None:
+        raise RuntimeError("disk on fire")
+
+    broken = Component(name="broken", apis=[], migrations=[], bindings=lambda _: [], stop=fails)
+    mesh = await Mesh.start(tmp_path / "data", components=[*all_components(), broken])
+    await asyncio.wait_for(mesh.stop(grace=0), 10)
+    assert "stopping broken failed" in caplog.text and "disk on fire" in caplog.text
+    with pytest.raises(RuntimeError):  # the store was closed all the same
+        await mesh.runtime.store.read(lambda tx: tx.fetchone("SELECT 1"))
