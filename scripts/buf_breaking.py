@@ -31,22 +31,17 @@ def build_baseline_image(commit: str, workdir: Path) -> Path:
     ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(workdir, filter="data")
-    protos = workdir / "protos"
+    return build_image(workdir / "protos", workdir / "base.binpb")
+
+
+def build_image(protos: Path, image: Path, source_info: bool = False) -> Path:
+    """A descriptor set (a buf image) of the protos under `protos`, imports included."""
     files = [str(p.relative_to(protos)) for p in sorted(protos.rglob("*.proto"))]
-    image = workdir / "base.binpb"
     includes = [f"-I{protos}", *(f"-I{d}" for d in build_protos.include_dirs()[1:])]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            *includes,
-            "--include_imports",
-            f"--descriptor_set_out={image}",
-            *files,
-        ],
-        check=True,
-    )
+    options = ["--include_imports", f"--descriptor_set_out={image}"]
+    if source_info:  # comments, for the lint rules about them
+        options.append("--include_source_info")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", *includes, *options, *files], check=True)
     return image
 
 
