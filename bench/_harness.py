@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +42,19 @@ def stop_on_signals() -> None:
 
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
+
+
+def run_benchmark(run: Callable[[], object]) -> None:
+    """Run a benchmark from the command line: every server stops on Ctrl-C, SIGTERM or a failure."""
+    stop_on_signals()
+    try:
+        run()
+    except KeyboardInterrupt:
+        print("\ninterrupted: every server stopped", file=sys.stderr)
+        sys.exit(130)
+    except ServerFailed as error:
+        print(f"a server failed: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def free_port() -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -269,15 +268,8 @@ def run(options: Options) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    h.stop_on_signals()
-    try:
-        run(parse_options(argv))
-    except KeyboardInterrupt:
-        print("\ninterrupted: every server stopped", file=sys.stderr)
-        sys.exit(130)
-    except h.ServerFailed as error:
-        print(f"a server failed: {error}", file=sys.stderr)
-        sys.exit(1)
+    options = parse_options(argv)
+    h.run_benchmark(lambda: run(options))
 
 
 if __name__ == "__main__":

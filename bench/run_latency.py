@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -408,7 +407,12 @@ def report_fanout(live: tuple[Fanout, Fanout], catch_up: tuple[Fanout, Fanout]) 
     for (runner, bare), what in ((live, "live"), (catch_up, "catch-up")):
         same = runner.events == bare.events and runner.per_watcher == bare.per_watcher
         ratio = runner.rate / bare.rate
-        cpu_ratio = bare.server_us_per_delivery / runner.server_us_per_delivery
+        # A burst too short for the CPU clock's tick can measure 0: say so rather than divide by it.
+        cpu_ratio = (
+            f"{bare.server_us_per_delivery / runner.server_us_per_delivery:.2f}"
+            if bare.server_us_per_delivery and runner.server_us_per_delivery
+            else "n/a (too short to measure)"
+        )
         if what == "live":
             ok = ratio >= FANOUT_TARGET and same
             verdict = f"target >= {FANOUT_TARGET}: " + ("pass" if ok else "MISS")
@@ -416,7 +420,7 @@ def report_fanout(live: tuple[Fanout, Fanout], catch_up: tuple[Fanout, Fanout]) 
             verdict = "(information)"
         print(
             f"{what}: runner/bare {ratio:.2f} {verdict}; "
-            f"by server CPU per delivery (bare/runner) {cpu_ratio:.2f}"
+            f"by server CPU per delivery (bare/runner) {cpu_ratio}"
             + ("" if same else "  (the two sides did NOT stream the same messages!)")
         )
     print(
@@ -521,15 +525,8 @@ def run(options: Options) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    h.stop_on_signals()
-    try:
-        run(parse_options(argv))
-    except KeyboardInterrupt:
-        print("\ninterrupted: every server stopped", file=sys.stderr)
-        sys.exit(130)
-    except h.ServerFailed as error:
-        print(f"a server failed: {error}", file=sys.stderr)
-        sys.exit(1)
+    options = parse_options(argv)
+    h.run_benchmark(lambda: run(options))
 
 
 if __name__ == "__main__":

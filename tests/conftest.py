@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,37 @@ def start_mesh_process(
     args = [*command, "--data-dir", str(data_dir)]
     chosen, process = spawn(args, port, BREWMESH_ADMIN_KEY=admin_key, **env_vars)
     return MeshProcess(chosen, process, data_dir, admin_key)
+
+
+@dataclass
+class SeparateServices:
+    """Partners, recipes and runner, each a `brewmesh serve` process, sharing one data directory."""
+
+    partners: MeshProcess
+    recipes: MeshProcess
+    runner: MeshProcess
+
+    @property
+    def processes(self) -> list[MeshProcess]:
+        return [self.partners, self.recipes, self.runner]
+
+
+@contextmanager
+def separate_services(data_dir: Path) -> Iterator[SeparateServices]:
+    """Start the three service processes, each told where the others are; stop them on exit."""
+    started: list[MeshProcess] = []
+    try:
+        partners = start_mesh_process(data_dir, command=("serve", "partners"))
+        started.append(partners)
+        recipes = start_mesh_process(data_dir, command=("serve", "recipes", "--partners", partners.address))
+        started.append(recipes)
+        peers = ("--partners", partners.address, "--recipes", recipes.address)
+        runner = start_mesh_process(data_dir, command=("serve", "runner", *peers))
+        started.append(runner)
+        yield SeparateServices(partners, recipes, runner)
+    finally:
+        for process in reversed(started):
+            process.stop()
 
 
 def start_machine_process(kind: str, brew_seconds: float = 0.3) -> MachineProcess:

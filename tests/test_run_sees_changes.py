@@ -21,7 +21,7 @@ from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
 from brewmesh.sdk import Machine
-from tests.conftest import MeshProcess, PartnerClient, start_mesh_process
+from tests.conftest import PartnerClient, separate_services
 from tests.fleet import create_recipe, register_machines, run_request
 
 NS = "my-coffee-company"
@@ -90,37 +90,23 @@ async def test_a_deleted_recipe_cannot_be_run(partner: PartnerClient, two_machin
 async def test_a_runner_process_sees_a_change_made_by_the_recipes_process(
     tmp_path: Path, two_machines: tuple[str, str]
 ) -> None:
-    data = tmp_path / "shared"
-    started: list[MeshProcess] = []
-    try:
-        partners = start_mesh_process(data, command=("serve", "partners"))
-        started.append(partners)
-        recipes = start_mesh_process(data, command=("serve", "recipes", "--partners", partners.address))
-        started.append(recipes)
-        runner = start_mesh_process(
-            data, command=("serve", "runner", "--partners", partners.address, "--recipes", recipes.address)
-        )
-        started.append(runner)
+    with separate_services(tmp_path / "shared") as services:
         async with (
-            connect(partners.address, key=partners.admin_key) as admin,
-            connect(recipes.address, key=partners.admin_key) as catalogue,
-            connect(runner.address, key=partners.admin_key) as runs,
+            connect(services.partners.address, key=services.partners.admin_key) as admin,
+            connect(services.recipes.address, key=services.partners.admin_key) as catalogue,
+            connect(services.runner.address, key=services.partners.admin_key) as runs,
         ):
+            partner = partners_pb2.Partner(display_name="My Coffee")
             await admin.partners.CreatePartner(
-                partners_pb2.CreatePartnerRequest(
-                    namespace=NS, partner=partners_pb2.Partner(display_name="M")
-                )
+                partners_pb2.CreatePartnerRequest(namespace=NS, partner=partner)
             )
             await declare(admin, two_machines[0])
             recipe = await create_recipe(catalogue, NS, "lungo")
             await runs.runner.Run(run_request("cross-before", MACHINE, recipe))
             await set_program(catalogue, recipe, "ristretto")
             programs = [await _program_of_next_run(runs, recipe, i) for i in range(40)]
-        # Another process hears of the change through the bus: soon, if not at once.
-        assert programs[-1] == "ristretto", programs
-    finally:
-        for process in reversed(started):
-            process.stop()
+    # Another process hears of the change through the bus: soon, if not at once.
+    assert programs[-1] == "ristretto", programs
 
 
 async def _program_of_next_run(runs: MeshClient, recipe: str, i: int) -> str:

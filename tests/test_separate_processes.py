@@ -14,49 +14,43 @@ from brewmesh.client import connect
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
-from tests.conftest import MeshProcess, start_machine_process, start_mesh_process
+from tests.conftest import MeshProcess, separate_services, start_machine_process, start_mesh_process
 from tests.fleet import create_recipe, names, read_to_end, register_machines, run_request
 
 NS = "my-coffee-company"
 
 
 async def test_a_run_crosses_three_service_processes(tmp_path: Path) -> None:
-    data = tmp_path / "shared"
-    started: list[MeshProcess] = []
     machine = start_machine_process("legacy", brew_seconds=0.2)
     try:
-        partners = start_mesh_process(data, command=("serve", "partners"))
-        started.append(partners)
-        recipes = start_mesh_process(data, command=("serve", "recipes", "--partners", partners.address))
-        started.append(recipes)
-        runner = start_mesh_process(
-            data, command=("serve", "runner", "--partners", partners.address, "--recipes", recipes.address)
-        )
-        started.append(runner)
-        await assert_serves_only(
-            recipes.address, "brewmesh.recipes.v1.RecipeService", "brewmesh.partners.v1.PartnerService"
-        )
-
-        async with connect(partners.address, key=partners.admin_key) as admin:
-            created = await admin.partners.CreatePartner(
-                partners_pb2.CreatePartnerRequest(
-                    namespace=NS, partner=partners_pb2.Partner(display_name="My Coffee")
-                )
+        with separate_services(tmp_path / "shared") as services:
+            partners, recipes, runner = services.partners, services.recipes, services.runner
+            await assert_serves_only(
+                recipes.address, "brewmesh.recipes.v1.RecipeService", "brewmesh.partners.v1.PartnerService"
             )
-        async with connect(partners.address, key=created.api_key) as registry:
-            await register_machines(registry, NS, {"old-1": ("legacy", machine.address, ("order_canceled",))})
-        async with connect(recipes.address, key=created.api_key) as catalogue:
-            recipe = await create_recipe(catalogue, NS, "lungo")  # the partner's key works on every process
-        async with connect(runner.address, key=created.api_key) as runs:
-            run = await runs.runner.Run(run_request("sep-1", f"partners/{NS}/coffeeMachines/old-1", recipe))
-            events = await read_to_end(runs.runner.Watch(run_pb.WatchRequest(run=run.name)))
+
+            async with connect(partners.address, key=partners.admin_key) as admin:
+                created = await admin.partners.CreatePartner(
+                    partners_pb2.CreatePartnerRequest(
+                        namespace=NS, partner=partners_pb2.Partner(display_name="My Coffee")
+                    )
+                )
+            async with connect(partners.address, key=created.api_key) as registry:
+                handles: tuple[str, ...] = ("order_canceled",)
+                await register_machines(registry, NS, {"old-1": ("legacy", machine.address, handles)})
+            async with connect(recipes.address, key=created.api_key) as catalogue:
+                recipe = await create_recipe(
+                    catalogue, NS, "lungo"
+                )  # the partner's key works on every process
+            async with connect(runner.address, key=created.api_key) as runs:
+                machine_name = f"partners/{NS}/coffeeMachines/old-1"
+                run = await runs.runner.Run(run_request("sep-1", machine_name, recipe))
+                events = await read_to_end(runs.runner.Watch(run_pb.WatchRequest(run=run.name)))
         assert names(events)[0] == "run_requested" and names(events)[-1] == "finished"
         assert run.volume_ml == 300  # the recipe's default, fetched from the recipes process
     finally:
-        for process in reversed(started):
-            process.stop()
         machine.stop()
-    assert all(p.process.returncode == 0 for p in started)
+    assert all(p.process.returncode == 0 for p in services.processes)
 
 
 async def assert_serves_only(address: str, served: str, elsewhere: str) -> None:
