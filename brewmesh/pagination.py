@@ -62,8 +62,13 @@ class Page:
     after: str
     query: str
 
+    @property
+    def limit(self) -> int:
+        """How many rows to fetch: one more than the page, to tell whether another page follows."""
+        return self.size + 1
+
     def finish(self, found: Sequence[T], key: Callable[[T], str], tokens: PageTokens) -> tuple[list[T], str]:
-        """The page's items (from up to `size + 1` found) and the next page token ('' on the last page)."""
+        """The page's items (from up to `limit` found) and the next page token ('' on the last page)."""
         shown = list(found[: self.size])
         more = len(found) > self.size
         return shown, tokens.encode(key(shown[-1]), self.query) if more and shown else ""

@@ -103,7 +103,7 @@ class FleetRpcs:
 
         def read(tx: Tx) -> list[CoffeeMachine]:
             partners.get_partner(tx, namespace)
-            return machines.list_machines(tx, namespace, page.after, page.size + 1)
+            return machines.list_machines(tx, namespace, page.after, page.limit)
 
         shown, token = page.finish(
             await self.rt.store.read(read), lambda m: m.machine_id, self.rt.page_tokens

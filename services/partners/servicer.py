@@ -61,7 +61,7 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         v = Violations()
         page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, "partners")
         v.raise_if_any()
-        found = await self.rt.store.read(lambda tx: partners.list_partners(tx, page.after, page.size + 1))
+        found = await self.rt.store.read(lambda tx: partners.list_partners(tx, page.after, page.limit))
         shown, token = page.finish(found, lambda partner: partner.namespace, self.rt.page_tokens)
         return partners_pb2.ListPartnersResponse(
             partners=[partner_proto(p) for p in shown], next_page_token=token

@@ -51,7 +51,7 @@ class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
         page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
         v.raise_if_any()
         found = await self.rt.store.read(
-            lambda tx: formatters.list_page(tx, language, page.after, page.size + 1)
+            lambda tx: formatters.list_page(tx, language, page.after, page.limit)
         )
         shown, token = page.finish(found, lambda formatter: formatter.spec.locale.tag, self.rt.page_tokens)
         return formatters_pb2.ListVolumeFormattersResponse(

@@ -47,7 +47,7 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
         query = paging_query("ListLayouts", kind=kind)
         page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
         v.raise_if_any()
-        found = await self.rt.store.read(lambda tx: layouts.list_page(tx, kind, page.after, page.size + 1))
+        found = await self.rt.store.read(lambda tx: layouts.list_page(tx, kind, page.after, page.limit))
         shown, token = page.finish(found, lambda layout: str(layout.id), self.rt.page_tokens)
         return layouts_pb2.ListLayoutsResponse(
             layouts=[convert.layout_proto(layout) for layout in shown], next_page_token=token

@@ -54,9 +54,7 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         query = paging_query("ListRecipes", namespace=namespace)
         page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
         v.raise_if_any()
-        found = await self.rt.store.read(
-            lambda tx: recipes.list_page(tx, namespace, page.after, page.size + 1)
-        )
+        found = await self.rt.store.read(lambda tx: recipes.list_page(tx, namespace, page.after, page.limit))
         shown, token = page.finish(found, lambda recipe: str(recipe.id), self.rt.page_tokens)
         return recipes_pb2.ListRecipesResponse(
             recipes=[convert.recipe_proto(r) for r in shown], next_page_token=token
@@ -131,7 +129,7 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         wanted = checked(v, parsed)
         formatter = await self.formatters.resolve(wanted.locale)
         found = await self.rt.store.read(
-            lambda tx: search.search(tx, wanted, formatter, page.after, page.size + 1)
+            lambda tx: search.search(tx, wanted, formatter, page.after, page.limit)
         )
         shown, token = page.finish(found, lambda view: str(view.recipe_id), self.rt.page_tokens)
         return recipes_pb2.SearchRecipesResponse(
