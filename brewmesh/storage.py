@@ -109,7 +109,8 @@ class SqliteStore:
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
         self._checkpointer.start()
-        self._on_loop: sqlite3.Connection | None = None
+        self._loop_reads: sqlite3.Connection | None = None
+        self._loop_writes: sqlite3.Connection | None = None
         self._writes_queued = 0
 
     def _connection(self) -> sqlite3.Connection:
@@ -120,18 +121,24 @@ class SqliteStore:
         return connection
 
     def _loop_connection(self) -> sqlite3.Connection:
-        """The event loop thread's connection (lookups and quick writes)."""
-        if self._on_loop is None:
-            self._on_loop = self._connect()
-        return self._on_loop
+        """The event loop thread's connection for lookups."""
+        if self._loop_reads is None:
+            self._loop_reads = self._connect()
+        return self._loop_reads
 
-    def _connect(self) -> sqlite3.Connection:
+    def _loop_write_connection(self) -> sqlite3.Connection:
+        """The event loop thread's connection for quick writes: it never waits for a lock."""
+        if self._loop_writes is None:
+            self._loop_writes = self._connect(lock_wait_ms=0)
+        return self._loop_writes
+
+    def _connect(self, lock_wait_ms: int = LOCK_WAIT_MS) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
+        connection.execute(f"PRAGMA busy_timeout={lock_wait_ms}")
         # Checkpoints (which fsync) run on their own thread, not inside a commit.
         connection.execute("PRAGMA wal_autocheckpoint=0")
         with self._lock:
@@ -165,14 +172,11 @@ class SqliteStore:
     @staticmethod
     def _begin_without_waiting(connection: sqlite3.Connection) -> bool:
         """BEGIN IMMEDIATE unless another connection holds the write lock right now."""
-        connection.execute("PRAGMA busy_timeout=0")
         try:
             connection.execute(BEGIN_WRITE)
             return True
         except sqlite3.OperationalError:  # locked (by another process): the caller queues
             return False
-        finally:
-            connection.execute(f"PRAGMA busy_timeout={LOCK_WAIT_MS}")
 
     def _checkpoints(self) -> None:
         """Copy the WAL into the database file now and then, off the write path.
@@ -235,7 +239,7 @@ class SqliteStore:
         it queues like any write. It never waits for a lock on the loop.
         """
         if self._writes_queued == 0:
-            connection = self._loop_connection()
+            connection = self._loop_write_connection()
             if self._begin_without_waiting(connection):
                 result, callbacks = self._finish(connection, fn, wrote=True)
                 for callback in callbacks:
