@@ -1,8 +1,9 @@
 """The recipes component: RecipeService, LayoutService and FormatterService.
 
 On start it seeds the platform's standard layout, `layouts/common:recipe-search`,
-and keeps the volume formatters cached, dropping the cache on every change
-(committed here, or announced on the bus by another process).
+and keeps volume formatters and recipes cached, in step with their change
+events (`bus.observe`: at commit here, within the poll interval from another
+process).
 """
 
 from __future__ import annotations
@@ -40,19 +41,16 @@ class Recipes:
             self.recipes = RecipeCache(rt.store)
         return self.recipes
 
-    def _announcer(self, rt: Runtime) -> BusAnnouncer:
-        return BusAnnouncer(rt.bus, self._cache(rt).invalidate, self._recipes(rt).forget)
-
     async def start(self, rt: Runtime) -> None:
-        announce = self._announcer(rt)
+        announce = BusAnnouncer(rt.bus)
         await rt.store.write(lambda tx: layouts.ensure_standard(tx, announce))
         for event_type in FORMATTER_EVENTS:
-            rt.bus.listen(f"{FORMATTER_API}.{event_type}", self._cache(rt).on_event)
+            rt.bus.observe(f"{FORMATTER_API}.{event_type}", self._cache(rt).on_change)
         for event_type in RECIPE_CHANGES:
-            rt.bus.listen(f"{RECIPE_API}.{event_type}", self._recipes(rt).on_event)
+            rt.bus.observe(f"{RECIPE_API}.{event_type}", self._recipes(rt).on_change)
 
     def bindings(self, rt: Runtime) -> list[ServiceBinding]:
-        announce, cache = self._announcer(rt), self._cache(rt)
+        announce, cache = BusAnnouncer(rt.bus), self._cache(rt)
         recipe = RecipeServicer(rt, announce, cache, self._recipes(rt))
         layout = LayoutServicer(rt, announce)
         formatter = FormatterServicer(rt, announce, cache)

@@ -8,7 +8,8 @@ raced with a change is used once but not kept.
 
 from __future__ import annotations
 
-from brewmesh.events import ReceivedEvent
+from google.protobuf.message import Message
+
 from brewmesh.storage import Store, Tx
 from services.recipes import formatters
 from services.recipes.formatters import VolumeFormatter
@@ -25,7 +26,8 @@ class FormatterCache:
         self._generation += 1
         self._by_tag = None
 
-    async def on_event(self, _: ReceivedEvent) -> None:
+    def on_change(self, _: Message) -> None:
+        """A formatter was put or deleted (observed on the bus)."""
         self.invalidate()
 
     async def resolve(self, locale: Locale) -> VolumeFormatter | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from google.protobuf import field_mask_pb2
 
@@ -24,15 +24,8 @@ APIS = (RECIPE_API, LAYOUT_API, FORMATTER_API)
 class BusAnnouncer:
     """The domain's `Announcer`: each change becomes its API's declared event."""
 
-    def __init__(
-        self,
-        bus: Bus,
-        on_formatters_changed: Callable[[], None] = lambda: None,
-        on_recipe_changed: Callable[[str], None] = lambda name: None,
-    ) -> None:
+    def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self.on_formatters_changed = on_formatters_changed
-        self.on_recipe_changed = on_recipe_changed
 
     def recipe_created(self, tx: Tx, recipe: Recipe) -> None:
         event = recipes_pb2.RecipeCreatedEvent(recipe=convert.recipe_proto(recipe))
@@ -43,11 +36,9 @@ class BusAnnouncer:
             recipe=convert.recipe_proto(recipe), update_mask=field_mask_pb2.FieldMask(paths=list(mask))
         )
         self.bus.fire(tx, RECIPE_API, "recipe_updated", event)
-        tx.after_commit(lambda: self.on_recipe_changed(recipe.name))
 
     def recipe_deleted(self, tx: Tx, name: str) -> None:
         self.bus.fire(tx, RECIPE_API, "recipe_deleted", recipes_pb2.RecipeDeletedEvent(name=name))
-        tx.after_commit(lambda: self.on_recipe_changed(name))
 
     def l10n_put(self, tx: Tx, l10n: L10n) -> None:
         event = recipes_pb2.RecipeL10nPutEvent(l10n=convert.l10n_proto(l10n))
@@ -60,9 +51,7 @@ class BusAnnouncer:
     def formatter_put(self, tx: Tx, formatter: VolumeFormatter) -> None:
         event = formatters_pb2.VolumeFormatterPutEvent(volume_formatter=convert.formatter_proto(formatter))
         self.bus.fire(tx, FORMATTER_API, "volume_formatter_put", event)
-        tx.after_commit(self.on_formatters_changed)
 
     def formatter_deleted(self, tx: Tx, name: str) -> None:
         event = formatters_pb2.VolumeFormatterDeletedEvent(name=name)
         self.bus.fire(tx, FORMATTER_API, "volume_formatter_deleted", event)
-        tx.after_commit(self.on_formatters_changed)

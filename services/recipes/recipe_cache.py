@@ -8,7 +8,8 @@ bus poll interval). A load that raced with a change is used once, not kept.
 
 from __future__ import annotations
 
-from brewmesh.events import ReceivedEvent
+from google.protobuf.message import Message
+
 from brewmesh.names import CompositeId
 from brewmesh.read_cache import ReadCache
 from brewmesh.recipes.v1 import recipes_pb2
@@ -23,15 +24,12 @@ class RecipeCache:
         self._store = store
         self._protos: ReadCache[str, recipes_pb2.Recipe] = ReadCache(limit)
 
-    def forget(self, name: str) -> None:
-        self._protos.forget(name)
-
-    async def on_event(self, event: ReceivedEvent) -> None:
-        payload = event.payload
+    def on_change(self, payload: Message) -> None:
+        """A recipe was updated or deleted (observed on the bus)."""
         if isinstance(payload, recipes_pb2.RecipeUpdatedEvent):
-            self.forget(payload.recipe.name)
+            self._protos.forget(payload.recipe.name)
         elif isinstance(payload, recipes_pb2.RecipeDeletedEvent):
-            self.forget(payload.name)
+            self._protos.forget(payload.name)
 
     async def get(self, recipe_id: CompositeId) -> recipes_pb2.Recipe:
         """The recipe's proto (shared: callers must not change it); NOT_FOUND if there is none."""
