@@ -27,6 +27,9 @@ ADMIN_KEY_ENV = "BREWMESH_ADMIN_KEY"
 ADMIN_KEY_FILE = "admin.key"
 KEY_PREFIX = "bmk_"
 
+PUBLIC_SCOPE = ""
+"""The scope of the public catalogue: readable by every caller."""
+
 HOW_TO_AUTHENTICATE = "send metadata 'authorization: Bearer <key>' with the admin key or your partner API key"
 
 
@@ -41,6 +44,17 @@ class Principal:
     def authenticated(self) -> bool:
         return self.namespace is not None
 
+    def readable_scopes(self) -> frozenset[str] | None:
+        """The namespaces whose private resources (runs, fleets) and events this caller may read,
+        beside the public catalogue (""); None: all of them (the admin)."""
+        if self.is_admin:
+            return None
+        return frozenset({PUBLIC_SCOPE, self.namespace}) if self.namespace else frozenset({PUBLIC_SCOPE})
+
+    def may_read(self, namespace: str) -> bool:
+        scopes = self.readable_scopes()
+        return scopes is None or namespace in scopes
+
     def describe(self) -> str:
         if self.is_admin:
             return "the platform admin"
@@ -50,8 +64,9 @@ class Principal:
 ANONYMOUS = Principal(None)
 ADMIN = Principal(COMMON_NAMESPACE, is_admin=True)
 
-KeyLookup = Callable[[str], Awaitable[str | None]]
-"""Maps a partner key's hash to the partner's namespace (None: no such key)."""
+KeyLookup = Callable[[str], Awaitable["Principal | None"]]
+"""Maps an API key to its principal (None: no such key): the partners service's key table,
+read in process or through `PartnerService.GetCaller`."""
 
 
 def hash_key(key: str) -> str:
@@ -62,19 +77,27 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def load_admin_key(data_dir: Path) -> tuple[str, bool]:
-    """The admin key, and whether it was generated just now (print it once)."""
+def load_admin_key(data_dir: Path, create: bool = True) -> tuple[str, bool]:
+    """The admin key, and whether it was generated just now (print it once).
+
+    Without `create` (a process that does not own the key table), a missing
+    key is "": that process asks the partners service about every key.
+    """
     from_env = os.environ.get(ADMIN_KEY_ENV)
     if from_env:
         return from_env, False
+    if not create:
+        path = data_dir / ADMIN_KEY_FILE
+        return (path.read_text().strip(), False) if path.exists() else ("", False)
     return read_or_create(data_dir / ADMIN_KEY_FILE, new_api_key)
 
 
 class Authenticator:
     """Resolves the caller of an RPC and checks what it may do."""
 
-    def __init__(self, admin_key: str, lookup: KeyLookup) -> None:
-        self._admin_hash = hash_key(admin_key)
+    def __init__(self, admin_key: str | None, lookup: KeyLookup) -> None:
+        # Without an admin key of its own, a process asks the partners service about that key too.
+        self._admin_hash = hash_key(admin_key) if admin_key else None
         self._lookup = lookup
         # Keys that proved valid (never bad ones, so it cannot be flooded); keys are not revoked yet.
         self._principals: dict[str, Principal] = {}
@@ -90,14 +113,12 @@ class Authenticator:
         known = self._principals.get(key)
         if known is not None:
             return known
-        digest = hash_key(key)
-        if hmac.compare_digest(digest, self._admin_hash):
-            principal = ADMIN
+        if self._admin_hash is not None and hmac.compare_digest(hash_key(key), self._admin_hash):
+            principal: Principal | None = ADMIN
         else:
-            namespace = await self._lookup(digest)
-            if namespace is None:
-                raise Unauthenticated(f"the API key is not valid: {HOW_TO_AUTHENTICATE}")
-            principal = Principal(namespace)
+            principal = await self._lookup(key)
+        if principal is None:
+            raise Unauthenticated(f"the API key is not valid: {HOW_TO_AUTHENTICATE}")
         self._principals[key] = principal
         return principal
 

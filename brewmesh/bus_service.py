@@ -1,29 +1,33 @@
-"""The EventBus gRPC service: any client can listen to any API's events."""
+"""The EventBus gRPC service: anyone with a key listens to the events they may read."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Sequence
+from typing import TypeAlias
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from brewmesh.apis import ApiRegistry
+from brewmesh.auth import Authenticator, Principal
 from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc, events_pb2
 from brewmesh.errors import Violations
-from brewmesh.event_log import Group
+from brewmesh.event_backend import GroupRef, reader_for
 from brewmesh.events import Bus
 from brewmesh.server import ServiceBinding, Shutdown
-from brewmesh.storage import Migration
 
 LISTENER_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 SERVICE_NAME = event_bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name
+DEFAULT_DEAD_LETTERS = 100
+MAX_DEAD_LETTERS = 1000
+MAX_REPLAY = 1000
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
 class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
-    def __init__(self, bus: Bus, registry: ApiRegistry, auth: Any, shutdown: Shutdown) -> None:
+    def __init__(self, bus: Bus, registry: ApiRegistry, auth: Authenticator, shutdown: Shutdown) -> None:
         self.bus = bus
         self.registry = registry
         self.auth = auth
@@ -32,50 +36,51 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
     async def Subscribe(  # noqa: N802 (gRPC method name)
         self, request: event_bus_pb2.SubscribeRequest, context: Context
     ) -> AsyncIterator[events_pb2.Event]:
-        await self.auth.require_any(context)
-        after = await self._check(request)
+        principal = await self.auth.require_any(context)
+        v = Violations()
+        self._check_api(v, request.api, request.event_types)
+        if request.listener_name:
+            _check_listener(v, request.listener_name)
+        after = self._check_start(v, request)
+        v.raise_if_any()
+        if request.new_only:
+            after = await self.bus.backend.head(request.api)
         types = tuple(request.event_types)
         if request.listener_name:
-            group = Group(request.api, request.listener_name, types)
+            group = _group(principal, request.api, request.listener_name, types)
             events = self.bus.follow_group(group, after, self.shutdown.event)
         else:
-            events = self.bus.follow(request.api, types, after, self.shutdown.event)
+            events = self.bus.follow(request.api, types, after, reader_for(principal), self.shutdown.event)
         async for event in events:
             yield event
         if self.shutdown.started:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down: resume with after_id")
 
-    async def _check(self, request: event_bus_pb2.SubscribeRequest) -> int:
-        v = Violations()
-        events = self.registry.declared.get(request.api)
-        if not request.api:
+    def _check_api(self, v: Violations, api: str, event_types: Sequence[str]) -> None:
+        events = self.registry.declared.get(api)
+        if not api:
             v.add("api", "is required: the full name of a service, e.g. 'brewmesh.recipes.v1.RecipeService'")
         elif events is None:
-            v.add(
-                "api", f"'{request.api}' is not an API of this mesh: one of {sorted(self.registry.declared)}"
-            )
-        for i, event_type in enumerate(request.event_types):
+            v.add("api", f"'{api[:200]}' is not an API of this mesh: one of {sorted(self.registry.declared)}")
+        for i, event_type in enumerate(event_types):
             if events is not None and event_type not in events:
                 v.add(
                     f"event_types[{i}]",
-                    f"'{event_type}' is not declared for {request.api}: one of {sorted(events)}",
+                    f"'{event_type[:100]}' is not declared for {api}: one of {sorted(events)}",
                 )
-        if request.listener_name and not LISTENER_RE.fullmatch(request.listener_name):
-            v.add("listener_name", "use 1 to 100 letters, digits, '-', '_' or '.'")
-        after = 0
-        if request.after_id:
-            if request.new_only:
-                v.add("new_only", "cannot be combined with after_id: choose one starting point")
-            if not request.after_id.isdigit():
-                v.add(
-                    "after_id",
-                    f"'{request.after_id}' is not an event id: pass the id of an event you received",
-                )
-            else:
-                after = int(request.after_id)
-        v.raise_if_any()
+
+    def _check_start(self, v: Violations, request: event_bus_pb2.SubscribeRequest) -> object | None:
+        if not request.after_id:
+            return None
         if request.new_only:
-            after = await self.bus.log.last_id(request.api)
+            v.add("new_only", "cannot be combined with after_id: choose one starting point")
+        after = self.bus.backend.parse_id(request.after_id)
+        if after is None:
+            v.add(
+                "after_id",
+                f"'{request.after_id[:100]}' is not an event id of this mesh:"
+                " pass the id of an event you received",
+            )
         return after
 
     async def ListApis(  # noqa: N802
@@ -95,12 +100,71 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         ]
         return event_bus_pb2.ListApisResponse(apis=apis)
 
+    async def ListDeadLetters(  # noqa: N802
+        self, request: event_bus_pb2.ListDeadLettersRequest, context: Context
+    ) -> event_bus_pb2.ListDeadLettersResponse:
+        principal = await self.auth.require_any(context)
+        v = Violations()
+        self._check_api(v, request.api, request.event_types)
+        _check_listener(v, request.listener_name)
+        if not 0 <= request.page_size <= MAX_DEAD_LETTERS:
+            v.add(
+                "page_size",
+                f"is {request.page_size}: use 1 to {MAX_DEAD_LETTERS}, or 0 for {DEFAULT_DEAD_LETTERS}",
+            )
+        v.raise_if_any()
+        group = _group(principal, request.api, request.listener_name, tuple(request.event_types))
+        letters = await self.bus.backend.dead_letters(group, request.page_size or DEFAULT_DEAD_LETTERS)
+        return event_bus_pb2.ListDeadLettersResponse(
+            dead_letters=[
+                event_bus_pb2.DeadLetter(
+                    event=letter.event,
+                    attempts=letter.attempts,
+                    reason=letter.reason,
+                    dead_time=_timestamp(letter.dead_time_ns),
+                )
+                for letter in letters
+            ]
+        )
 
-def binding(bus: Bus, registry: ApiRegistry, auth: Any, shutdown: Shutdown) -> ServiceBinding:
+    async def ReplayDeadLetters(  # noqa: N802
+        self, request: event_bus_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> event_bus_pb2.ReplayDeadLettersResponse:
+        principal = await self.auth.require_any(context)
+        v = Violations()
+        self._check_api(v, request.api, request.event_types)
+        _check_listener(v, request.listener_name)
+        if not request.event_ids:
+            v.add("event_ids", "is required: the ids of the dead letters to replay (DeadLetter.event.id)")
+        elif len(request.event_ids) > MAX_REPLAY:
+            v.add("event_ids", f"has {len(request.event_ids)} ids: replay at most {MAX_REPLAY} at once")
+        for i, event_id in enumerate(request.event_ids[:MAX_REPLAY]):
+            if self.bus.backend.parse_id(event_id) is None:
+                v.add(f"event_ids[{i}]", f"'{event_id[:100]}' is not an event id of this mesh")
+        v.raise_if_any()
+        group = _group(principal, request.api, request.listener_name, tuple(request.event_types))
+        replayed = await self.bus.backend.replay(group, list(request.event_ids))
+        return event_bus_pb2.ReplayDeadLettersResponse(replayed_count=replayed)
+
+
+def _check_listener(v: Violations, listener_name: str) -> None:
+    if not LISTENER_RE.fullmatch(listener_name):
+        v.add("listener_name", "use 1 to 100 letters, digits, '-', '_' or '.'")
+
+
+def _group(principal: Principal, api: str, listener: str, types: tuple[str, ...]) -> GroupRef:
+    """The caller's group: in its own namespace, seeing what the caller may see."""
+    return GroupRef(api, str(principal.namespace), listener, types, reader_for(principal))
+
+
+def _timestamp(time_ns: int) -> timestamp_pb2.Timestamp:
+    moment = timestamp_pb2.Timestamp()
+    moment.FromNanoseconds(time_ns)
+    return moment
+
+
+def binding(bus: Bus, registry: ApiRegistry, auth: Authenticator, shutdown: Shutdown) -> ServiceBinding:
     servicer = EventBusServicer(bus, registry, auth, shutdown)
     return ServiceBinding(
         SERVICE_NAME, lambda server: event_bus_pb2_grpc.add_EventBusServicer_to_server(servicer, server)
     )
-
-
-MIGRATIONS: tuple[Migration, ...] = ()

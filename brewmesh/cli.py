@@ -8,13 +8,16 @@ import logging
 import os
 from pathlib import Path
 
+from brewmesh.backends import STORE_SCHEMES, without_password
 from brewmesh.machines import DEFAULT_BREW_SECONDS, REFERENCE_MACHINES, ReferenceMachine
-from brewmesh.mesh import DB_FILE, Mesh, all_components
+from brewmesh.mesh import BUS_SCHEMES, Backends, Mesh, all_components
 from brewmesh.sdk import DEFAULT_PORT as DEFAULT_MACHINE_PORT
 
 DEFAULT_PORT = 50051
 DEFAULT_DATA_DIR = Path("brewmesh-data")
 COMPONENTS = ("partners", "recipes", "runner")
+STORE_ENV = "BREWMESH_STORE"
+BUS_ENV = "BREWMESH_BUS"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,13 +47,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("up", "serve"):
+        backends = _backends(parser, args)
     if args.command == "up":
-        asyncio.run(_run(args.host, args.port, args.data_dir, None, {}))
+        asyncio.run(_run(args.host, args.port, args.data_dir, None, {}, backends))
     elif args.command == "serve":
+        if not backends.bus_url:
+            parser.error(
+                "serve: services in separate processes share events through Redis:"
+                " pass --bus redis://host:port (or set BREWMESH_BUS)"
+            )
         peers = {name: getattr(args, name) for name in COMPONENTS if getattr(args, name)}
-        asyncio.run(_run(args.host, args.port, args.data_dir, args.component, peers))
+        asyncio.run(_run(args.host, args.port, args.data_dir, args.component, peers, backends))
     elif args.command == "machine":
         asyncio.run(_machine(REFERENCE_MACHINES[args.kind], args.host, args.port, args.brew_seconds))
+
+
+def _backends(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Backends:
+    for option, url, schemes in (("--store", args.store, STORE_SCHEMES), ("--bus", args.bus, BUS_SCHEMES)):
+        if url and url.partition("://")[0] not in schemes:
+            parser.error(f"{option}: '{without_password(url)}' is not a {' or '.join(schemes)}:// URL")
+    return Backends(store_url=args.store or None, bus_url=args.bus or None)
 
 
 def _add_server_options(command: argparse.ArgumentParser, default_port: int) -> None:
@@ -69,11 +86,27 @@ def _add_server_options(command: argparse.ArgumentParser, default_port: int) -> 
         default=DEFAULT_DATA_DIR,
         help=f"where data lives (default ./{DEFAULT_DATA_DIR})",
     )
+    command.add_argument(
+        "--store",
+        metavar="URL",
+        default=os.environ.get(STORE_ENV),
+        help="PostgreSQL for state, postgresql://user:password@host:port/db"
+        f" (default ${STORE_ENV}, else SQLite in --data-dir)",
+    )
+    command.add_argument(
+        "--bus",
+        metavar="URL",
+        default=os.environ.get(BUS_ENV),
+        help=f"Redis for events, redis://[user:password@]host:port[/db] (default ${BUS_ENV},"
+        " else the embedded log in the store; required by serve)",
+    )
 
 
-async def _run(host: str, port: int, data_dir: Path, only: str | None, peers: dict[str, str]) -> None:
+async def _run(
+    host: str, port: int, data_dir: Path, only: str | None, peers: dict[str, str], backends: Backends
+) -> None:
     components = [c for c in all_components() if only in (None, c.name)]
-    mesh = await Mesh.start(data_dir.resolve(), f"{host}:{port}", components, peers)
+    mesh = await Mesh.start(data_dir.resolve(), f"{host}:{port}", components, peers, backends)
     _print_banner(mesh, host)
     await mesh.server.serve_until_signalled()
     await mesh.stop(grace=0)
@@ -103,7 +136,8 @@ def _print_banner(mesh: Mesh, host: str) -> None:
         f"brewmesh is serving on {address}",
         "  services: " + ", ".join(b.name for b in mesh.server.services),
         "  plus grpc.health.v1.Health and server reflection",
-        f"  data: {mesh.runtime.data_dir / DB_FILE}",
+        f"  data: {mesh.runtime.store.description}",
+        "  events: " + ("Redis Streams" if mesh.runtime.bus.backend.crosses_processes else "embedded log"),
     ]
     elsewhere = {k: v for k, v in mesh.runtime.peers.items() if k not in {c.name for c in mesh.components}}
     lines += [f"  {name} service at {where}" for name, where in sorted(elsewhere.items())]

@@ -1,10 +1,12 @@
-"""The bus as a Python service sees it: `fire`, `subscribe` and `listen`.
+"""The bus as a Python service sees it: `fire`, `observe`, `listen` and the streams behind EventBus.
 
 `fire` stages a validated event in the caller's transaction (only for APIs
-this process registered). `listen` runs a handler for each event with
-at-least-once delivery: with a listener name, the group's place and its
-unacknowledged events are durable, and a failing handler is retried with
-backoff; without one, the listener follows the log from now on.
+this process registered), with the scope of the resource it is about.
+`listen` runs a handler for each event with at-least-once delivery: with a
+listener name, the group's place and its unacknowledged events are durable;
+a failing handler is retried, and after `max_deliveries` attempts its event
+goes to the group's dead letters. Nothing polls: every wait is a blocking
+read in the backend (an in-process wake-up, or a blocking Redis read).
 """
 
 from __future__ import annotations
@@ -19,19 +21,41 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from google.protobuf import any_pb2, message, symbol_database
 
 from brewmesh.apis import ApiRegistry
 from brewmesh.bus.v1 import events_pb2
-from brewmesh.event_log import Group, SqliteEventLog
-from brewmesh.storage import Tx
+from brewmesh.event_backend import EVERYTHING, INTERNAL, Delivery, EventBackend, GroupRef, Reader, new_record
+from brewmesh.storage import Store, Tx
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0
-CLAIM_VISIBILITY_SECONDS = 30.0
+T = TypeVar("T")
+
 BATCH = 100
+WAIT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    """How listener groups deliver and how much the log keeps."""
+
+    visibility_seconds: float = 30.0
+    """An event a member took but did not acknowledge goes to another member after this long."""
+    max_deliveries: int = 5
+    """After this many failed deliveries an event moves to the group's dead letters."""
+    retention: int = 1_000_000
+    """The log keeps about this many newest events per API (Redis: MAXLEN ~)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.visibility_seconds <= 86_400:
+            raise ValueError("visibility_seconds must be between 0 and 86400")
+        if not 1 <= self.max_deliveries <= 1000:
+            raise ValueError("max_deliveries must be between 1 and 1000")
+        if self.retention < 1000:
+            raise ValueError("retention must keep at least 1000 events per API")
 
 
 @dataclass(frozen=True)
@@ -65,55 +89,80 @@ def retry_delay(attempt: int) -> float:
 class Bus:
     """This process's handle on the event bus."""
 
-    def __init__(self, event_log: SqliteEventLog, registry: ApiRegistry, service: str = "brewmesh") -> None:
-        self.log = event_log
+    def __init__(
+        self,
+        backend: EventBackend,
+        store: Store,
+        registry: ApiRegistry,
+        service: str = "brewmesh",
+        settings: BusSettings | None = None,
+    ) -> None:
+        self.backend = backend
+        self.store = store
         self.registry = registry
+        self.settings = settings or BusSettings()
         self.source = f"{socket.gethostname()}:{os.getpid()}/{service}"
         self._listeners: set[asyncio.Task[None]] = set()
         self._observers: dict[tuple[str, str], list[Observer]] = {}
 
     # -- firing ---------------------------------------------------------------
-    def fire(self, tx: Tx, api: str, event_type: str, payload: message.Message) -> None:
-        """Validate the event and stage it in `tx` (sent if `tx` commits)."""
+    def fire(self, tx: Tx, api: str, event_type: str, payload: message.Message, scope: str) -> None:
+        """Validate the event and stage it in `tx` (sent if `tx` commits).
+
+        `scope` is the namespace of the resource the event is about ("" for
+        the public catalogue): only those who may read it see the event.
+        """
         self.registry.check_fire(api, event_type, payload)
         packed = any_pb2.Any()
         packed.Pack(payload)
-        self.log.append(tx, api, event_type, packed, self.source)
+        self.backend.stage(tx, new_record(api, event_type, scope, packed, self.source))
         for observer in self._observers.get((api, event_type), ()):
             tx.after_commit(functools.partial(observer, payload))
 
-    async def fire_now(self, api: str, event_type: str, payload: message.Message) -> None:
+    async def fire_now(self, api: str, event_type: str, payload: message.Message, scope: str) -> None:
         """Fire an event in a transaction of its own."""
         self.registry.check_fire(api, event_type, payload)
-        await self.log.store.write(lambda tx: self.fire(tx, api, event_type, payload))
+        await self.store.write(lambda tx: self.fire(tx, api, event_type, payload, scope))
 
     # -- streaming --------------------------------------------------------------
     async def follow(
-        self, api: str, types: Sequence[str], after_id: int, stop: asyncio.Event
+        self, api: str, types: Sequence[str], after: object | None, reader: Reader, stop: asyncio.Event
     ) -> AsyncIterator[events_pb2.Event]:
-        """Every event of `api` after `after_id`, then new ones, until `stop` is set."""
-        cursor = after_id
+        """Every event of `api` after `after` (None: the oldest kept) that `reader` may see,
+        then new ones, until `stop` is set."""
+        cursor = after
         while not stop.is_set():
-            batch = await self.log.read(api, cursor, types, BATCH)
+            read = self.backend.read(api, cursor, types, reader, BATCH, WAIT_SECONDS)
+            outcome = await _unless_stopped(read, stop)
+            if outcome is None:
+                return
+            batch, cursor = outcome
             for event in batch:
                 yield event
-                cursor = int(event.id)
-            if not batch:
-                await _wait_either(self.log.wait_for_append(api, POLL_SECONDS), stop)
 
     async def follow_group(
-        self, group: Group, start_after: int, stop: asyncio.Event
+        self, group: GroupRef, start: object | None, stop: asyncio.Event
     ) -> AsyncIterator[events_pb2.Event]:
-        """Events of a listener group for one member; each is acked once the consumer takes the next."""
-        await self.log.join(group, start_after)
+        """Events of a listener group for one new member, in batches.
+
+        A batch is acknowledged once the consumer has taken all of it; if the
+        consumer goes away midway, what it took is acknowledged and the rest
+        goes to another member after the visibility timeout.
+        """
         member = uuid.uuid4().hex
+        settings = self.settings
         while not stop.is_set():
-            batch = await self.log.claim(group, member, 1, CLAIM_VISIBILITY_SECONDS)
-            for event in batch:
-                yield event
-                await self.log.ack(group, [event.id])
-            if not batch:
-                await _wait_either(self.log.wait_for_append(group.api, POLL_SECONDS), stop)
+            claim = self.backend.claim(group, start, member, BATCH, WAIT_SECONDS, settings.visibility_seconds)
+            batch = await _unless_stopped(claim, stop)
+            if batch is None:
+                return
+            taken: list[str] = []
+            try:
+                for delivery in batch:
+                    yield delivery.event
+                    taken.append(delivery.event.id)
+            finally:
+                await asyncio.shield(self.backend.ack(group, taken))
 
     # -- listening --------------------------------------------------------------
     def observe(self, event: str, observer: Observer) -> None:
@@ -121,13 +170,15 @@ class Bus:
 
         Made for keeping derived state (a cache) in step: an event fired in
         this process is observed as its transaction commits, before the
-        caller hears back; one fired by another process sharing the log,
-        within the poll interval. The observer runs on the event loop and
+        caller hears back; one fired by another process (Redis bus), as soon
+        as the backend delivers it. The observer runs on the event loop and
         must be quick and must not fail.
         """
         api, _, event_type = event.rpartition(".")
         self.registry.spec(api, event_type)  # fail fast on a typo
         self._observers.setdefault((api, event_type), []).append(observer)
+        if not self.backend.crosses_processes:
+            return  # every event of this log is fired here, and observed at commit
 
         async def from_elsewhere(received: ReceivedEvent) -> None:
             if received.source != self.source:  # ours were observed at commit
@@ -144,41 +195,63 @@ class Bus:
         """
         api, _, event_type = event.rpartition(".")
         self.registry.spec(api, event_type)  # fail fast on a typo
-        runner = self._run_group if listener_name else self._run_solo
-        task = asyncio.get_running_loop().create_task(runner(api, event_type, handler, listener_name or ""))
+        if listener_name:
+            work = self._run_group(GroupRef(api, INTERNAL, listener_name, (event_type,)), handler)
+        else:
+            work = self._run_solo(api, event_type, handler)
+        task = asyncio.get_running_loop().create_task(work)
         self._listeners.add(task)
         task.add_done_callback(self._listeners.discard)
         return task
 
-    async def _run_solo(self, api: str, event_type: str, handler: Handler, _: str) -> None:
-        cursor = await self.log.last_id(api)
+    async def _run_solo(self, api: str, event_type: str, handler: Handler) -> None:
+        cursor = await self.backend.head(api)
         while True:
-            batch = await self.log.read(api, cursor, [event_type], BATCH)
+            batch, cursor = await self.backend.read(
+                api, cursor, [event_type], EVERYTHING, BATCH, WAIT_SECONDS
+            )
             for event in batch:
                 await _handle_until_done(handler, event)
-                cursor = int(event.id)
-            if not batch:
-                await self.log.wait_for_append(api, POLL_SECONDS)
 
-    async def _run_group(self, api: str, event_type: str, handler: Handler, listener: str) -> None:
-        group = Group(api, listener, (event_type,))
-        await self.log.join(group, await self.log.last_id(api))
+    async def _run_group(self, group: GroupRef, handler: Handler) -> None:
+        start = await self.backend.head(group.api)
         member = uuid.uuid4().hex
-        attempts: dict[str, int] = {}
+        settings = self.settings
         while True:
-            batch = await self.log.claim(group, member, 10, CLAIM_VISIBILITY_SECONDS)
-            for event in batch:
+            batch = await self.backend.claim(
+                group, start, member, BATCH, WAIT_SECONDS, settings.visibility_seconds
+            )
+            done: list[str] = []
+            for delivery in batch:
                 try:
-                    await handler(unpack(event))
-                except Exception:
-                    attempts[event.id] = attempts.get(event.id, 0) + 1
-                    log.exception("listener %s failed on event %s; retrying", listener, event.id)
-                    await self.log.release(group, event.id, retry_delay(attempts[event.id]))
+                    await handler(unpack(delivery.event))
+                except Exception as error:
+                    await self._failed(group, delivery, error)
                     continue
-                attempts.pop(event.id, None)
-                await self.log.ack(group, [event.id])
-            if not batch:
-                await self.log.wait_for_append(api, POLL_SECONDS)
+                done.append(delivery.event.id)
+            await self.backend.ack(group, done)
+
+    async def _failed(self, group: GroupRef, delivery: Delivery, error: Exception) -> None:
+        event_id = delivery.event.id
+        if delivery.attempts >= self.settings.max_deliveries:
+            log.error(
+                "listener %s gave up on event %s after %d attempts; it is in the dead letters",
+                group.listener,
+                event_id,
+                delivery.attempts,
+                exc_info=error,
+            )
+            await self.backend.bury(group, delivery, f"{type(error).__name__}: {error}")
+            return
+        log.warning(
+            "listener %s failed on event %s (attempt %d of %d); retrying",
+            group.listener,
+            event_id,
+            delivery.attempts,
+            self.settings.max_deliveries,
+            exc_info=error,
+        )
+        await self.backend.retry_later(group, event_id, retry_delay(delivery.attempts))
 
     async def close(self) -> None:
         for task in list(self._listeners):
@@ -186,6 +259,7 @@ class Bus:
         for task in list(self._listeners):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.backend.aclose()
 
 
 async def _handle_until_done(handler: Handler, event: events_pb2.Event) -> None:
@@ -200,9 +274,16 @@ async def _handle_until_done(handler: Handler, event: events_pb2.Event) -> None:
             await asyncio.sleep(retry_delay(attempt))
 
 
-async def _wait_either(waiting: Awaitable[None], stop: asyncio.Event) -> None:
-    tasks = [asyncio.ensure_future(waiting), asyncio.ensure_future(stop.wait())]
-    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """`work`'s result, or None if `stop` was set first (`work` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return task.result() if not task.cancelled() else None

@@ -1,9 +1,10 @@
 """Composition root: builds a process hosting some components of the mesh.
 
 The embedded mesh (`brewmesh up`) hosts all of them on one port with one
-SQLite store and the event log in it. `brewmesh serve` hosts one component
-per process; processes on one machine share the data directory (schema, API
-keys and event log) and reach each other's services over gRPC.
+store (SQLite in the data directory by default) and the embedded event log
+in it. `brewmesh serve` hosts one component per process: each with a store
+of its own (or its own tables in a shared PostgreSQL), events on Redis, and
+the other services reached over gRPC. Only this module knows the services.
 """
 
 from __future__ import annotations
@@ -13,27 +14,28 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from brewmesh import bus_service, event_log
+from brewmesh import bus_service, event_backend
 from brewmesh.apis import ApiRegistry
 from brewmesh.auth import Authenticator, KeyCheckInterceptor, KeyLookup, load_admin_key
-from brewmesh.event_log import SqliteEventLog
-from brewmesh.events import Bus
+from brewmesh.backends import DB_FILE, open_store
+from brewmesh.event_backend import EventBackend
+from brewmesh.events import Bus, BusSettings
 from brewmesh.pagination import PageTokens
+from brewmesh.remote_keys import RemoteKeys
 from brewmesh.runtime import Component, Runtime
 from brewmesh.secret_files import read_or_create
 from brewmesh.server import Server, Shutdown
-from brewmesh.storage import SqliteStore
-from services.partners.component import key_lookup
+from brewmesh.storage import Store
 
 log = logging.getLogger(__name__)
 
-DB_FILE = "brewmesh.db"
 TOKEN_SECRET_FILE = "page-token.secret"
 TOKEN_SECRET_ENV = "BREWMESH_TOKEN_SECRET"
+BUS_SCHEMES = ("redis", "rediss")
 
 
 def all_components() -> list[Component]:
@@ -53,6 +55,28 @@ def _token_secret(data_dir: Path) -> bytes:
     return secret.encode()
 
 
+@dataclass(frozen=True)
+class Backends:
+    """Where state and events live: URLs, or None for the embedded defaults."""
+
+    store_url: str | None = None
+    bus_url: str | None = None
+    bus: BusSettings = field(default_factory=BusSettings)
+
+
+async def open_bus(backends: Backends, store: Store, registry: ApiRegistry) -> EventBackend:
+    """The embedded log in `store`, or Redis Streams at `backends.bus_url`."""
+    if not backends.bus_url:
+        from brewmesh.backends.embedded_bus import EmbeddedEventBackend
+
+        return EmbeddedEventBackend(store, backends.bus.retention)
+    from brewmesh.backends.redis_bus import RedisEventBackend
+
+    redis_bus = RedisEventBackend(backends.bus_url, store, sorted(registry.served), backends.bus.retention)
+    await redis_bus.start()
+    return redis_bus
+
+
 @dataclass
 class Mesh:
     """A running process of the mesh: its runtime, server and components."""
@@ -62,6 +86,7 @@ class Mesh:
     components: Sequence[Component]
     admin_key: str
     admin_key_generated: bool
+    remote_keys: RemoteKeys | None = None
 
     @property
     def port(self) -> int:
@@ -74,28 +99,33 @@ class Mesh:
         address: str = "127.0.0.1:0",
         components: Sequence[Component] | None = None,
         peers: dict[str, str] | None = None,
+        backends: Backends | None = None,
     ) -> Mesh:
         """Start a process of the mesh; `peers` says where components hosted elsewhere are."""
         components = list(all_components() if components is None else components)
+        backends = backends or Backends()
         data_dir.mkdir(parents=True, exist_ok=True)
-        store = SqliteStore(data_dir / DB_FILE)
-        # Every process applies the whole schema: a shared data directory may be
-        # opened first by any of them.
-        await store.migrate([*event_log.MIGRATIONS, *(m for c in all_components() for m in c.migrations)])
+        store = open_store(backends.store_url, data_dir)
+        # Each process applies the schema of what it hosts: a service owns its tables.
+        await store.migrate([*event_backend.MIGRATIONS, *(m for c in components for m in c.migrations)])
         registry = ApiRegistry()
         for component in components:
             for api in component.apis:
                 registry.register(api)
-        admin_key, generated = load_admin_key(data_dir)
+        owns_keys = any(c.key_lookup for c in components)
+        admin_key, generated = load_admin_key(data_dir, create=owns_keys)
+        peers = dict(peers or {})
+        lookup, remote = _key_lookup(components, store, peers)
         shutdown = Shutdown()
+        service = "+".join(c.name for c in components)
         runtime = Runtime(
             data_dir=data_dir,
             store=store,
-            bus=Bus(SqliteEventLog(store), registry, service="+".join(c.name for c in components)),
-            auth=Authenticator(admin_key, key_lookup(store)),
+            bus=Bus(await open_bus(backends, store, registry), store, registry, service, backends.bus),
+            auth=Authenticator(admin_key, lookup),
             page_tokens=PageTokens(_token_secret(data_dir)),
             shutdown=shutdown,
-            peers=dict(peers or {}),
+            peers=peers,
         )
         for component in components:
             if component.start:
@@ -103,7 +133,7 @@ class Mesh:
         bindings = [b for c in components for b in c.bindings(runtime)]
         bindings.append(bus_service.binding(runtime.bus, registry, runtime.auth, shutdown))
         server = Server(bindings, address, shutdown, interceptors=[KeyCheckInterceptor(runtime.auth)])
-        mesh = cls(runtime, server, components, admin_key, generated)
+        mesh = cls(runtime, server, components, admin_key, generated, remote)
         await server.start()
         for component in components:  # the components hosted here are reached here
             runtime.peers.setdefault(component.name, f"127.0.0.1:{server.port}")
@@ -122,6 +152,8 @@ class Mesh:
             if component.stop:
                 await bounded_step(component.name, component.stop(self.runtime), STEP_SECONDS)
         await bounded_step("event bus", self.runtime.bus.close(), STEP_SECONDS)
+        if self.remote_keys:
+            await bounded_step("key checks", self.remote_keys.close(), STEP_SECONDS)
         await self.runtime.store.close()
 
 
@@ -164,4 +196,18 @@ def _describe(task: asyncio.Task[Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["KeyLookup", "Mesh", "all_components"]
+def _key_lookup(
+    components: Sequence[Component], store: Store, peers: dict[str, str]
+) -> tuple[KeyLookup, RemoteKeys | None]:
+    """Keys are checked by the component that owns the key table: here, or over gRPC."""
+    for component in components:
+        if component.key_lookup:
+            return component.key_lookup(store), None
+    address = peers.get("partners")
+    if address is None:
+        raise ValueError("a process without the partners service needs its address (--partners)")
+    remote = RemoteKeys(address)
+    return remote, remote
+
+
+__all__ = ["DB_FILE", "Backends", "Mesh", "all_components"]

@@ -6,12 +6,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brewmesh.auth import Authenticator
+from brewmesh.auth import Authenticator, KeyLookup
 from brewmesh.errors import Unavailable
 from brewmesh.events import Bus
 from brewmesh.pagination import PageTokens
 from brewmesh.server import ServiceBinding, Shutdown
-from brewmesh.storage import Migration, SqliteStore
+from brewmesh.storage import Migration, Store
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Runtime:
     """Shared parts of one process: storage, bus, auth, paging, shutdown."""
 
     data_dir: Path
-    store: SqliteStore
+    store: Store
     bus: Bus
     auth: Authenticator
     page_tokens: PageTokens
@@ -49,3 +49,5 @@ class Component:
     bindings: Callable[[Runtime], list[ServiceBinding]]
     start: Callable[[Runtime], Awaitable[None]] | None = None
     stop: Callable[[Runtime], Awaitable[None]] | None = None
+    key_lookup: Callable[[Store], KeyLookup] | None = None
+    """For the component that owns the key table: how keys are checked in its process."""

@@ -1,40 +1,35 @@
-"""Storage behind a small interface: transactions of plain SQL functions.
+"""Storage behind a seam one method wide: a backend handles a transaction.
 
-Domain repositories write `fn(tx) -> result` functions and run them with
-`Store.read` or `Store.write`; each call is one transaction, committed whole
-or rolled back whole. The SQLite implementation runs them on worker threads
-(one writer, several readers, WAL), so database work never stalls the event
-loop. A server database can implement the same two methods.
+Domain repositories write `fn(tx) -> result` functions in portable SQL
+(`?` parameters; types TEXT, INTEGER, BIGINT, DOUBLE PRECISION, BYTEA;
+`INSERT ... ON CONFLICT`; no dialect functions) and run them through `Store`:
+each call is one transaction, committed whole or rolled back whole, correct
+under concurrent writers (a backend retries a transaction that lost a race,
+so `fn` must have no effect outside `tx` but `after_commit`). A unique key
+taken by a concurrent writer raises `Conflict`.
+
+Backends (SQLite, PostgreSQL) live in `brewmesh.backends`; nothing else
+imports a driver.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
-
-log = logging.getLogger(__name__)
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
-BEGIN_WRITE = "BEGIN IMMEDIATE"
-# A checkpoint fsyncs, which slows the commits around it: do it after this
-# many write transactions (SQLite's own default is every ~1000 pages), or
-# after this long with anything unwritten.
-CHECKPOINT_WRITES = 1000
-CHECKPOINT_SECONDS = 10.0
-LOCK_WAIT_MS = 10_000
-Row = sqlite3.Row
 Params = Sequence[Any]
 
 
+class Row(Protocol):
+    """A result row: columns by name."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
 class Tx(Protocol):
-    """One transaction: SQL with `?` parameters."""
+    """One transaction: portable SQL with `?` parameters."""
 
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run a statement; the number of rows it changed."""
@@ -49,20 +44,64 @@ class Tx(Protocol):
         ...
 
 
-class Store(Protocol):
-    async def read(self, fn: Callable[[Tx], T]) -> T: ...
+class Conflict(Exception):
+    """A write lost to a concurrent one: a unique key it inserts exists now."""
+
+
+@dataclass(frozen=True)
+class Transaction(Generic[T]):
+    """What a backend is asked to run.
+
+    `writes`: it changes data. `small`: a few rows by key, so a backend may
+    run it without leaving the event loop. `exclusive`: no other writer may
+    run beside it, in any process (schema migrations).
+    """
+
+    fn: Callable[[Tx], T]
+    writes: bool = False
+    small: bool = False
+    exclusive: bool = False
+
+
+class StoreBackend(Protocol):
+    """The seam: run one transaction, and close."""
+
+    async def handle(self, transaction: Transaction[T]) -> T:
+        """Run `transaction.fn` in one transaction; run its after-commit callbacks once committed."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Store:
+    """What services use: reads, lookups and writes over one backend."""
+
+    def __init__(self, backend: StoreBackend, description: str) -> None:
+        self.backend = backend
+        self.description = description
+        """Where the data is, for people (a path, or a URL without its password)."""
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        return await self.backend.handle(Transaction(fn))
 
     async def lookup(self, fn: Callable[[Tx], T]) -> T:
-        """A read of a few rows by primary key: may run without leaving the event loop."""
-        ...
+        """A read of a few rows by primary key."""
+        return await self.backend.handle(Transaction(fn, small=True))
 
-    async def write(self, fn: Callable[[Tx], T]) -> T: ...
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        return await self.backend.handle(Transaction(fn, writes=True))
 
     async def quick_write(self, fn: Callable[[Tx], T]) -> T:
-        """A write of a few rows by key: may run without leaving the event loop."""
-        ...
+        """A write of a few rows by key."""
+        return await self.backend.handle(Transaction(fn, writes=True, small=True))
 
-    async def close(self) -> None: ...
+    async def migrate(self, migrations: Sequence[Migration]) -> None:
+        await self.backend.handle(
+            Transaction(lambda tx: apply_migrations(tx, migrations), writes=True, exclusive=True)
+        )
+
+    async def close(self) -> None:
+        await self.backend.aclose()
 
 
 @dataclass(frozen=True)
@@ -72,198 +111,6 @@ class Migration:
     component: str
     version: int
     statements: tuple[str, ...]
-
-
-class _SqliteTx:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._connection = connection
-        self.callbacks: list[Callable[[], None]] = []
-
-    def execute(self, sql: str, params: Params = ()) -> int:
-        return self._connection.execute(sql, params).rowcount
-
-    def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        row: Row | None = self._connection.execute(sql, params).fetchone()
-        return row
-
-    def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        return list(self._connection.execute(sql, params).fetchall())
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        self.callbacks.append(callback)
-
-
-class SqliteStore:
-    """SQLite in WAL mode: one writer thread, `readers` reader threads."""
-
-    def __init__(self, path: Path, readers: int = 4) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._writes_since_checkpoint = 0
-        self._checkpoint_due = threading.Event()
-        self._closing = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
-        self._checkpointer.start()
-        self._loop_reads: sqlite3.Connection | None = None
-        self._loop_writes: sqlite3.Connection | None = None
-        self._writes_queued = 0
-
-    def _connection(self) -> sqlite3.Connection:
-        """This worker thread's connection."""
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = self._connect()
-        return connection
-
-    def _loop_connection(self) -> sqlite3.Connection:
-        """The event loop thread's connection for lookups."""
-        if self._loop_reads is None:
-            self._loop_reads = self._connect()
-        return self._loop_reads
-
-    def _loop_write_connection(self) -> sqlite3.Connection:
-        """The event loop thread's connection for quick writes: it never waits for a lock."""
-        if self._loop_writes is None:
-            self._loop_writes = self._connect(lock_wait_ms=0)
-        return self._loop_writes
-
-    def _connect(self, lock_wait_ms: int = LOCK_WAIT_MS) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute(f"PRAGMA busy_timeout={lock_wait_ms}")
-        # Checkpoints (which fsync) run on their own thread, not inside a commit.
-        connection.execute("PRAGMA wal_autocheckpoint=0")
-        with self._lock:
-            self._connections.append(connection)
-        return connection
-
-    def _run(
-        self, fn: Callable[[Tx], T], begin: str, connection: sqlite3.Connection | None = None
-    ) -> tuple[T, list[Callable[[], None]]]:
-        connection = connection or self._connection()
-        connection.execute(begin)
-        return self._finish(connection, fn, wrote=begin == BEGIN_WRITE)
-
-    def _finish(
-        self, connection: sqlite3.Connection, fn: Callable[[Tx], T], wrote: bool
-    ) -> tuple[T, list[Callable[[], None]]]:
-        """Run `fn` in the transaction begun on `connection`, then commit (or roll back)."""
-        tx = _SqliteTx(connection)
-        try:
-            result = fn(tx)
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-        if wrote:
-            self._writes_since_checkpoint += 1  # a hint: a lost update across threads is harmless
-            if self._writes_since_checkpoint >= CHECKPOINT_WRITES:
-                self._checkpoint_due.set()
-        return result, tx.callbacks
-
-    @staticmethod
-    def _begin_without_waiting(connection: sqlite3.Connection) -> bool:
-        """BEGIN IMMEDIATE unless another connection holds the write lock right now."""
-        try:
-            connection.execute(BEGIN_WRITE)
-            return True
-        except sqlite3.OperationalError:  # locked (by another process): the caller queues
-            return False
-
-    def _checkpoints(self) -> None:
-        """Copy the WAL into the database file now and then, off the write path.
-
-        A checkpoint inside a commit (SQLite's default) stalls that write for
-        the fsync; a PASSIVE one here never blocks readers or writers.
-        """
-        while True:
-            self._checkpoint_due.wait(CHECKPOINT_SECONDS)
-            if self._closing.is_set():
-                return
-            self._checkpoint_due.clear()
-            if self._writes_since_checkpoint:
-                self._writes_since_checkpoint = 0
-                self._checkpoint()
-
-    def _checkpoint(self) -> None:
-        try:
-            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error:
-            log.exception("WAL checkpoint failed; trying again after the next write")
-
-    async def read(self, fn: Callable[[Tx], T]) -> T:
-        loop = asyncio.get_running_loop()
-        result, _ = await loop.run_in_executor(self._readers, self._run, fn, "BEGIN")
-        return result
-
-    async def lookup(self, fn: Callable[[Tx], T]) -> T:
-        """Run a primary-key read on the event loop's own connection.
-
-        Handing a read to a worker thread costs tens of microseconds of
-        wake-ups; a lookup by key costs a few. WAL readers never wait on a
-        lock, so this cannot stall the loop. Anything that may scan uses
-        `read`.
-        """
-        result, _ = self._run(fn, "BEGIN", self._loop_connection())
-        return result
-
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        loop = asyncio.get_running_loop()
-        # Shielded: once a write starts it runs to its end even if the caller
-        # is cancelled, so the after-commit callbacks are never skipped.
-        future = loop.run_in_executor(self._writer, self._run, fn, BEGIN_WRITE)
-        self._writes_queued += 1
-        try:
-            result, callbacks = await asyncio.shield(future)
-        finally:
-            self._writes_queued -= 1
-        for callback in callbacks:
-            callback()
-        return result
-
-    async def quick_write(self, fn: Callable[[Tx], T]) -> T:
-        """A write of a few rows by key, at once on the event loop when it can be.
-
-        Handing a small write to the writer thread costs more in wake-ups
-        than the write itself (commits do not fsync: WAL, synchronous=NORMAL,
-        checkpoints on their own thread). When no write is queued and the
-        database is not locked by another process, it runs here; otherwise
-        it queues like any write. It never waits for a lock on the loop.
-        """
-        if self._writes_queued == 0:
-            connection = self._loop_write_connection()
-            if self._begin_without_waiting(connection):
-                result, callbacks = self._finish(connection, fn, wrote=True)
-                for callback in callbacks:
-                    callback()
-                return result
-        return await self.write(fn)
-
-    async def migrate(self, migrations: Sequence[Migration]) -> None:
-        await self.write(lambda tx: apply_migrations(tx, migrations))
-
-    async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._shutdown)
-
-    def _shutdown(self) -> None:
-        self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
-        self._closing.set()
-        self._checkpoint_due.set()
-        self._checkpointer.join()  # closing the last connection checkpoints what is left
-        with self._lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
 
 
 def apply_migrations(tx: Tx, migrations: Sequence[Migration]) -> None:

@@ -16,6 +16,7 @@ from tests.test_recipes_support import (
     event_types,
     fails,
     l10n,
+    logged_events,
     recipe,
     recipe_names,
     search_values,
@@ -238,7 +239,7 @@ async def test_changes_fire_their_events_with_what_changed(partner: PartnerClien
     )
     await client.DeleteRecipe(rpb.DeleteRecipeRequest(name=LUNGO))
 
-    events = await mesh.runtime.bus.log.read(RECIPES_API, 0, (), 100)
+    events = await logged_events(mesh, RECIPES_API)
     assert [e.type for e in events] == [
         "recipe_created",
         "recipe_l10n_put",

@@ -12,7 +12,9 @@ from typing import Any, TypeAlias
 import grpc
 import pytest
 
+from brewmesh.bus.v1 import events_pb2
 from brewmesh.client import MeshClient, field_violations
+from brewmesh.event_backend import EVERYTHING
 from brewmesh.mesh import Mesh
 from brewmesh.recipes.v1 import formatters_pb2 as fpb
 from brewmesh.recipes.v1 import layouts_pb2 as lpb
@@ -118,7 +120,13 @@ async def invalid(call: Awaitable[Any]) -> dict[str, str]:
 
 async def event_types(mesh: Mesh, api: str) -> list[str]:
     """Every event recorded for `api`, in order."""
-    return [e.type for e in await mesh.runtime.bus.log.read(api, 0, (), 10_000)]
+    return [e.type for e in await logged_events(mesh, api)]
+
+
+async def logged_events(mesh: Mesh, api: str) -> list[events_pb2.Event]:
+    """Every event the mesh's log keeps for `api`, oldest first."""
+    events, _ = await mesh.runtime.bus.backend.read(api, None, (), EVERYTHING, 10_000, 0)
+    return events
 
 
 async def recipe_names(client: MeshClient, namespace: str = "") -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from brewmesh.auth import KeyLookup
+from brewmesh.auth import KeyLookup, Principal, hash_key
 from brewmesh.partners.v1 import partners_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
@@ -20,8 +20,12 @@ DEFAULT_HEALTH_INTERVAL = 5.0
 
 
 def key_lookup(store: Store) -> KeyLookup:
-    async def lookup(key_hash: str) -> str | None:
-        return await store.lookup(lambda tx: partners.namespace_for_key_hash(tx, key_hash))
+    """Partner keys from this service's own key table."""
+
+    async def lookup(key: str) -> Principal | None:
+        digest = hash_key(key)
+        namespace = await store.lookup(lambda tx: partners.namespace_for_key_hash(tx, digest))
+        return Principal(namespace) if namespace else None
 
     return lookup
 
@@ -34,7 +38,9 @@ class Partners:
 
     async def start(self, rt: Runtime) -> None:
         def on_change(tx: Tx, machine: CoffeeMachine, status: ServingStatus) -> None:
-            rt.bus.fire(tx, API, "machine_status_changed", status_changed_event(machine, status))
+            rt.bus.fire(
+                tx, API, "machine_status_changed", status_changed_event(machine, status), machine.namespace
+            )
 
         interval = float(os.environ.get(HEALTH_INTERVAL_ENV, DEFAULT_HEALTH_INTERVAL))
         self.checker = HealthChecker(rt.store, on_change, interval)
@@ -61,6 +67,7 @@ def component() -> Component:
         name="partners",
         apis=[API],
         migrations=[*partners.MIGRATIONS, *machines.MIGRATIONS],
+        key_lookup=key_lookup,
         bindings=state.bindings,
         start=state.start,
         stop=state.stop,

@@ -75,7 +75,7 @@ class FleetRpcs:
             event = partners_pb2.CoffeeMachinesPutEvent(
                 parent=request.parent, coffee_machines=[machine_proto(m) for m in fleet]
             )
-            self.rt.bus.fire(tx, API, "coffee_machines_put", event)
+            self.rt.bus.fire(tx, API, "coffee_machines_put", event, namespace)
             return fleet
 
         fleet = await self.rt.store.write(put)

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from brewmesh.errors import Violations
+from brewmesh.event_backend import PUBLIC
 from brewmesh.pagination import check_page
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.runtime import Runtime
@@ -40,11 +41,17 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         def create(tx: Any) -> tuple[Partner, str]:
             partner, key = partners.insert_partner(tx, request.namespace, request.partner.display_name)
             event = partners_pb2.PartnerCreatedEvent(partner=partner_proto(partner))
-            self.rt.bus.fire(tx, API, "partner_created", event)
+            self.rt.bus.fire(tx, API, "partner_created", event, PUBLIC)  # ListPartners is open
             return partner, key
 
         partner, key = await self.rt.store.write(create)
         return partners_pb2.CreatePartnerResponse(partner=partner_proto(partner), api_key=key)
+
+    async def GetCaller(  # noqa: N802
+        self, request: partners_pb2.GetCallerRequest, context: Context
+    ) -> partners_pb2.Caller:
+        principal = await self.rt.auth.require_any(context)
+        return partners_pb2.Caller(namespace=str(principal.namespace), admin=principal.is_admin)
 
     async def GetPartner(  # noqa: N802
         self, request: partners_pb2.GetPartnerRequest, context: Context

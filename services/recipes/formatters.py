@@ -170,9 +170,11 @@ def put(tx: Tx, spec: FormatterSpec, principal: Principal, announce: Announcer) 
     creator = existing.creator if existing is not None else str(principal.namespace)
     formatter = VolumeFormatter(spec, creator, datetime.now(UTC))
     tx.execute(
-        "INSERT OR REPLACE INTO volume_formatters"
+        "INSERT INTO volume_formatters"
         " (tag, language, country, template, operation, operand, decimals, creator, update_time)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tag) DO UPDATE SET"
+        " template = excluded.template, operation = excluded.operation, operand = excluded.operand,"
+        " decimals = excluded.decimals, creator = excluded.creator, update_time = excluded.update_time",
         _columns(formatter),
     )
     announce.formatter_put(tx, formatter)

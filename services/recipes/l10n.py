@@ -112,8 +112,9 @@ def put(tx: Tx, recipe_id: CompositeId, locale: Locale, values: Values, announce
     recipes.get(tx, recipe_id)
     l10n = L10n(recipe_id, locale, dict(values), datetime.now(UTC))
     tx.execute(
-        "INSERT OR REPLACE INTO recipe_l10n (recipe_id, language, country, field_values, update_time)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO recipe_l10n (recipe_id, language, country, field_values, update_time)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (recipe_id, language, country) DO UPDATE SET"
+        " field_values = excluded.field_values, update_time = excluded.update_time",
         (str(recipe_id), locale.language, locale.country, _dump(values), l10n.update_time.isoformat()),
     )
     announce.l10n_put(tx, l10n)

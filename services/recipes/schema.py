@@ -24,7 +24,7 @@ MIGRATIONS = (
             "CREATE INDEX layouts_by_kind ON layouts (kind, id)",
             "CREATE TABLE volume_formatters ("
             " tag TEXT PRIMARY KEY, language TEXT NOT NULL, country TEXT NOT NULL, template TEXT NOT NULL,"
-            " operation TEXT, operand REAL, decimals INTEGER,"
+            " operation TEXT, operand DOUBLE PRECISION, decimals INTEGER,"
             " creator TEXT NOT NULL, update_time TEXT NOT NULL)",
             "CREATE INDEX volume_formatters_by_language ON volume_formatters (language, tag)",
         ),

@@ -37,6 +37,8 @@ class Runner:
         self.resolver = resolver = Resolver(rt.address_of)
         for change in resolution.CHANGES:
             rt.bus.observe(change, resolver.on_change)
+        # Events another runner instance recorded reach this one's watchers through the bus.
+        rt.bus.observe(f"{API}.program_event", lambda recorded: feed.published(recorded.event))  # type: ignore[attr-defined]
         self.servicer = ProgramRunnerServicer(rt, self.resolver, self.link, recorder, feed, self.follower)
         # Pick up the runs that were live when this runner last stopped.
         for run in await rt.store.read(run_store.live_runs):

@@ -68,6 +68,19 @@ class RunRequest:
     recipe: str
     volume_ml: int
 
+    @property
+    def namespace(self) -> str:
+        """The partner whose machine runs it: the run is private to that partner."""
+        return machine_namespace(self.machine)
+
+
+MACHINE_NAME_PREFIX = "partners/"
+
+
+def machine_namespace(machine: str) -> str:
+    """The namespace of a machine name `partners/{namespace}/coffeeMachines/{id}`."""
+    return machine.removeprefix(MACHINE_NAME_PREFIX).partition("/")[0]
+
 
 @dataclass(frozen=True)
 class MachineTarget:

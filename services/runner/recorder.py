@@ -42,7 +42,7 @@ class RunRecorder:
         run, run_event = recorded
         proto = event_proto(run_event)
         payload = pb.ProgramEventRecorded(event=proto, machine=run.request.machine, recipe=run.request.recipe)
-        self.bus.fire(tx, API, "program_event", payload)
+        self.bus.fire(tx, API, "program_event", payload, run.request.namespace)  # private to the partner
         tx.after_commit(lambda: self.feed.published(proto))
         return recorded
 

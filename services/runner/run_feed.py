@@ -1,9 +1,9 @@
 """Live feed of recorded run events for Watch.
 
 Watchers of a run read its events from memory (loaded once from storage,
-then appended as each event commits) instead of querying storage for every
-event; a wake-up per run tells them a new event is there. The poll on
-timeout also picks up events another runner instance recorded.
+then appended as each event commits, here or, through the bus, in another
+runner instance) instead of querying storage for every event; a wake-up per
+run tells them a new event is there. An idle watcher costs nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from services.runner import run_store
 from services.runner.program_runs import TERMINAL, State
 from services.runner.run_protos import event_proto
 
-POLL_SECONDS = 1.0
 MAX_CACHED_RUNS = 2000
 PAGE = 500
 
@@ -67,7 +66,7 @@ class RunFeed:
             self._evict()
 
     def published(self, event: pb.ProgramEvent) -> None:
-        """Called once an event committed (on the event loop)."""
+        """Called once an event committed (on the event loop), here or in another instance."""
         run_id = event.run.removeprefix("programRuns/")
         log = self._logs.get(run_id)
         if log is not None:
@@ -90,11 +89,7 @@ class RunFeed:
             log.watchers -= 1
 
     async def _wait(self, run_id: str, log: _RunLog) -> None:
-        try:
-            async with asyncio.timeout(POLL_SECONDS):
-                await log.changed.wait()
-        except TimeoutError:
-            await self._catch_up(run_id, log)  # events another runner instance recorded
+        await log.changed.wait()
 
     async def close(self) -> None:
         self._waker.cancel()

@@ -146,8 +146,8 @@ def append_event(
 def advance_machine_cursor(tx: Tx, run_id: str, machine_sequence: int) -> None:
     """Note a machine event we saw but do not re-record (e.g. the caller's own signal)."""
     tx.execute(
-        "UPDATE program_runs SET machine_cursor = MAX(machine_cursor, ?) WHERE run_id = ?",
-        (machine_sequence, run_id),
+        "UPDATE program_runs SET machine_cursor = ? WHERE run_id = ? AND machine_cursor < ?",
+        (machine_sequence, run_id, machine_sequence),
     )
 
 

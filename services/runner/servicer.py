@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,12 +16,13 @@ from brewmesh.names import check_resource_name
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.runtime import Runtime
-from brewmesh.storage import Tx
+from brewmesh.storage import Conflict, Tx
 from services.runner import run_store
 from services.runner.follower import MACHINE_CALL_SECONDS, Follower
 from services.runner.machine_link import MachineLink
 from services.runner.program_runs import (
     LIFECYCLE,
+    MACHINE_NAME_PREFIX,
     MachineTarget,
     Origin,
     Program,
@@ -32,6 +32,7 @@ from services.runner.program_runs import (
     check_event_name,
     check_run_id,
     check_volume,
+    machine_namespace,
     parse_run_name,
 )
 from services.runner.recorder import RunRecorder
@@ -40,7 +41,6 @@ from services.runner.run_feed import RunFeed
 from services.runner.run_protos import from_struct, run_proto
 
 Context: TypeAlias = grpc.aio.ServicerContext
-MACHINE_NAME_PREFIX = "partners/"
 
 
 class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
@@ -63,7 +63,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
     async def Run(self, request: pb.RunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
         principal = await self.rt.auth.require_any(context)
         asked = _check_run_request(request)
-        check_namespace_access(principal, _machine_namespace(asked.machine))
+        check_namespace_access(principal, machine_namespace(asked.machine))
         existing = await self.rt.store.lookup(lambda tx: run_store.find_run(tx, asked.run_id))
         if existing is not None:
             return run_proto(_same_run(existing, asked))
@@ -93,7 +93,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
 
         try:
             return await self.rt.store.quick_write(create)
-        except sqlite3.IntegrityError:  # the same run id, created concurrently
+        except Conflict:  # the same run id, created concurrently
             existing = await self.rt.store.lookup(lambda tx: run_store.get_run(tx, asked.run_id))
             return _same_run(existing, asked)
 
@@ -190,12 +190,8 @@ def _check_run_request(request: pb.RunRequest) -> RunRequest:
     return RunRequest(request.run_id or uuid.uuid4().hex, request.machine, request.recipe, request.volume_ml)
 
 
-def _machine_namespace(machine: str) -> str:
-    return machine.removeprefix(MACHINE_NAME_PREFIX).partition("/")[0]
-
-
 def _may_see(principal: Principal, run: ProgramRun) -> bool:
-    return principal.is_admin or principal.namespace == _machine_namespace(run.request.machine)
+    return principal.may_read(run.request.namespace)
 
 
 def _same_run(existing: ProgramRun, asked: RunRequest) -> ProgramRun:

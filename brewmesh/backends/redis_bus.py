@@ -1,0 +1,333 @@
+"""The Redis Streams bus: one stream per API, listener groups as consumer groups.
+
+Events are staged in the firing service's store (the outbox, same
+transaction as the change) and relayed here in sequence order by a Lua
+script that also records the last relayed sequence of the API, atomically:
+a relay killed after XADD but before it deleted its outbox rows skips them
+the next time, so nothing is lost and nothing published twice. Readers
+block in Redis (XREAD / XREADGROUP BLOCK); a member's unacknowledged events
+are taken over by another (XAUTOCLAIM) once idle for the visibility
+timeout; a group's dead letters and replays are streams of its own, read in
+the same XREADGROUP as the API's stream. Streams are capped (MAXLEN ~).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError, ResponseError
+
+from brewmesh.bus.v1 import events_pb2
+from brewmesh.event_backend import (
+    DeadLetter,
+    Delivery,
+    EventRecord,
+    GroupRef,
+    Reader,
+    insert_event,
+    record_of,
+    to_event,
+)
+from brewmesh.storage import Store, Tx
+
+log = logging.getLogger(__name__)
+
+ID_RE = re.compile(r"(?P<ms>[0-9]{1,15})-(?P<seq>[0-9]{1,15})")
+PREFIX = "brewmesh:"
+RELAY_BATCH = 500
+RELAY_RETRY_SECONDS = 1.0
+BLOCK_SLICE_SECONDS = 5.0
+
+# KEYS: stream, relayed marker. ARGV: maxlen, then (seq, type, scope, payload, time_ns, source) per event.
+RELAY_SCRIPT = """
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local added = 0
+for i = 2, #ARGV, 6 do
+  local seq = tonumber(ARGV[i])
+  if seq > last then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[i + 1], 'scope', ARGV[i + 2],
+      'payload', ARGV[i + 3], 'time_ns', ARGV[i + 4], 'source', ARGV[i + 5])
+    last = seq
+    added = added + 1
+  end
+end
+redis.call('SET', KEYS[2], tostring(last))
+return added
+"""
+
+
+def stream_key(api: str) -> str:
+    return f"{PREFIX}events:{api}"
+
+
+def relayed_key(api: str) -> str:
+    return f"{PREFIX}relayed:{api}"
+
+
+def dead_key(group: GroupRef) -> str:
+    return f"{PREFIX}dead:{group.api}:{group.key}"
+
+
+def replay_key(group: GroupRef) -> str:
+    return f"{PREFIX}replay:{group.api}:{group.key}"
+
+
+class RedisEventBackend:
+    """Events on Redis Streams; the outbox relay for the APIs this process serves."""
+
+    crosses_processes = True
+
+    def __init__(self, url: str, store: Store, served: Sequence[str], retention: int) -> None:
+        self.store = store
+        self.retention = retention
+        self._served = tuple(served)
+        # Typed loosely: redis-py's reply types are unions of every decoding mode.
+        self._redis: Any = redis.Redis.from_url(url, decode_responses=False)
+        self._relay_script = self._redis.register_script(RELAY_SCRIPT)
+        self._relay_due = asyncio.Event()
+        self._relay_task: asyncio.Task[None] | None = None
+        self._groups_made: set[tuple[str, str]] = set()
+        # Replayed events are delivered with their original id; acking them acks their replay entry.
+        self._replayed: dict[tuple[str, str], bytes] = {}
+
+    async def start(self) -> None:
+        """Check the connection, then relay what an earlier process left in the outbox."""
+        await self._redis.ping()
+        self._relay_task = asyncio.get_running_loop().create_task(self._relay_forever())
+        self._relay_due.set()
+
+    # -- writing: outbox, then relay ---------------------------------------------------
+    def stage(self, tx: Tx, record: EventRecord) -> None:
+        insert_event(tx, record)
+        tx.after_commit(self._relay_due.set)
+
+    async def _relay_forever(self) -> None:
+        while True:
+            await self._relay_due.wait()
+            self._relay_due.clear()
+            try:
+                while await self._relay_once():
+                    pass
+            except (RedisError, OSError) as error:
+                log.warning(
+                    "relaying events to Redis failed (%s); retrying in %.0f s", error, RELAY_RETRY_SECONDS
+                )
+                await asyncio.sleep(RELAY_RETRY_SECONDS)
+                self._relay_due.set()
+            except Exception:
+                log.exception("relaying events to Redis failed; retrying")
+                await asyncio.sleep(RELAY_RETRY_SECONDS)
+                self._relay_due.set()
+
+    async def _relay_once(self) -> bool:
+        """Relay one batch of the outbox; whether there may be more."""
+        placeholders = ",".join("?" * len(self._served))
+        rows = await self.store.read(
+            lambda tx: tx.fetchall(
+                f"SELECT * FROM bus_events WHERE api IN ({placeholders}) ORDER BY api, seq LIMIT ?",
+                (*self._served, RELAY_BATCH),
+            )
+        )
+        if not rows:
+            return False
+        by_api: dict[str, list[Any]] = {}
+        for row in rows:
+            by_api.setdefault(row["api"], []).append(row)
+        for api, api_rows in by_api.items():
+            args: list[Any] = [self.retention]
+            for row in api_rows:
+                record = record_of(row)
+                args += [
+                    int(row["seq"]),
+                    record.type,
+                    record.scope,
+                    record.payload,
+                    record.time_ns,
+                    record.source,
+                ]
+            await self._relay_script(keys=[stream_key(api), relayed_key(api)], args=args)
+            await self.store.write(functools.partial(_delete_relayed, api=api, last=int(api_rows[-1]["seq"])))
+        return len(rows) == RELAY_BATCH
+
+    # -- reading ---------------------------------------------------------------------
+    def parse_id(self, event_id: str) -> object | None:
+        return event_id if ID_RE.fullmatch(event_id) else None
+
+    async def head(self, api: str) -> object:
+        newest = await self._redis.xrevrange(stream_key(api), count=1)
+        return newest[0][0].decode() if newest else "0-0"
+
+    async def read(
+        self, api: str, after: object | None, types: Sequence[str], reader: Reader, limit: int, wait: float
+    ) -> tuple[list[events_pb2.Event], object]:
+        cursor = str(after) if after is not None else "0-0"
+        block = max(1, int(min(wait, BLOCK_SLICE_SECONDS) * 1000)) if wait > 0 else None
+        reply = await self._redis.xread({stream_key(api): cursor}, count=limit, block=block)
+        events: list[events_pb2.Event] = []
+        for _, entries in reply or ():
+            for entry_id, fields in entries:
+                cursor = entry_id.decode()
+                if _wanted(fields, types, reader):
+                    events.append(_event(api, cursor, fields))
+        return events, cursor
+
+    # -- listener groups -------------------------------------------------------------
+    async def _ensure_group(self, group: GroupRef, start: object | None) -> None:
+        if (group.api, group.key) in self._groups_made:
+            return
+        for key, at in (
+            (stream_key(group.api), str(start) if start is not None else "0"),
+            (replay_key(group), "0"),
+        ):
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists, and keeps its place
+                await self._redis.xgroup_create(key, group.key, id=at, mkstream=True)
+        self._groups_made.add((group.api, group.key))
+
+    async def claim(
+        self, group: GroupRef, start: object | None, member: str, limit: int, wait: float, visibility: float
+    ) -> list[Delivery]:
+        await self._ensure_group(group, start)
+        visibility_ms = max(1, int(visibility * 1000))
+        reclaimed = await self._reclaim(group, member, limit, visibility_ms)
+        if reclaimed:
+            return reclaimed
+        block = max(1, int(min(wait, visibility, BLOCK_SLICE_SECONDS) * 1000))
+        streams = {stream_key(group.api): ">", replay_key(group): ">"}
+        reply = await self._redis.xreadgroup(group.key, member, streams, count=limit, block=block)
+        deliveries: list[Delivery] = []
+        unwanted: list[bytes] = []
+        for key, entries in reply or ():
+            replayed = key.decode() == replay_key(group)
+            for entry_id, fields in entries:
+                if replayed:
+                    deliveries.append(self._replayed_delivery(group, entry_id, fields))
+                elif _wanted(fields, group.types, group.reader):
+                    deliveries.append(Delivery(_event(group.api, entry_id.decode(), fields), 1))
+                else:
+                    unwanted.append(entry_id)
+        if unwanted:
+            await self._redis.xack(stream_key(group.api), group.key, *unwanted)
+        return deliveries
+
+    async def _reclaim(self, group: GroupRef, member: str, limit: int, visibility_ms: int) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        for key in (stream_key(group.api), replay_key(group)):
+            reply = await self._redis.xautoclaim(key, group.key, member, visibility_ms, "0-0", count=limit)
+            entries = [e for e in reply[1] if e and e[1]]
+            if not entries:
+                continue
+            counts = await self._delivery_counts(key, group, member, entries)
+            for entry_id, fields in entries:
+                if key == replay_key(group):
+                    replayed = self._replayed_delivery(group, entry_id, fields)
+                    deliveries.append(Delivery(replayed.event, counts.get(entry_id, 1)))
+                else:
+                    deliveries.append(
+                        Delivery(_event(group.api, entry_id.decode(), fields), counts.get(entry_id, 1))
+                    )
+        return deliveries
+
+    async def _delivery_counts(
+        self, key: str, group: GroupRef, member: str, entries: Sequence[Any]
+    ) -> dict[bytes, int]:
+        first, last = entries[0][0], entries[-1][0]
+        pending = await self._redis.xpending_range(key, group.key, first, last, len(entries), member)
+        return {p["message_id"]: int(p["times_delivered"]) for p in pending}
+
+    def _replayed_delivery(self, group: GroupRef, entry_id: bytes, fields: Mapping[bytes, bytes]) -> Delivery:
+        original = fields[b"id"].decode()
+        self._replayed[(group.key, original)] = entry_id
+        return Delivery(_event(group.api, original, fields), 1)
+
+    async def ack(self, group: GroupRef, event_ids: Sequence[str]) -> None:
+        if not event_ids:
+            return
+        plain = [i for i in event_ids if (group.key, i) not in self._replayed]
+        replays = [self._replayed.pop((group.key, i)) for i in event_ids if (group.key, i) in self._replayed]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if plain:
+                pipe.xack(stream_key(group.api), group.key, *plain)
+            if replays:
+                pipe.xack(replay_key(group), group.key, *replays)
+                pipe.xdel(replay_key(group), *replays)
+            await pipe.execute()
+
+    async def retry_later(self, group: GroupRef, event_id: str, seconds: float) -> None:
+        # Pending entries are taken over once idle for the visibility timeout; leaving it
+        # pending is the retry. (XCLAIM with IDLE could shorten it; the timeout is the bound.)
+        return None
+
+    async def bury(self, group: GroupRef, delivery: Delivery, reason: str) -> None:
+        event = delivery.event
+        fields = {
+            "id": event.id,
+            "type": event.type,
+            "payload": event.payload.SerializeToString(),
+            "time_ns": str(event.time.ToNanoseconds()),
+            "source": event.source,
+            "attempts": str(delivery.attempts),
+            "reason": reason[:1000],
+            "dead_time_ns": str(time.time_ns()),
+        }
+        await self._redis.xadd(dead_key(group), fields, maxlen=self.retention, approximate=True)
+        await self.ack(group, [event.id])
+
+    async def dead_letters(self, group: GroupRef, limit: int) -> list[DeadLetter]:
+        entries = await self._redis.xrange(dead_key(group), count=limit)
+        return [
+            DeadLetter(
+                _event(group.api, fields[b"id"].decode(), fields),
+                int(fields[b"attempts"]),
+                fields[b"reason"].decode(),
+                int(fields[b"dead_time_ns"]),
+            )
+            for _, fields in entries
+        ]
+
+    async def replay(self, group: GroupRef, event_ids: Sequence[str]) -> int:
+        wanted = set(event_ids)
+        await self._ensure_group(group, None)
+        count = 0
+        for entry_id, fields in await self._redis.xrange(dead_key(group)):
+            if fields[b"id"].decode() in wanted:
+                await self._redis.xadd(replay_key(group), {k: v for k, v in fields.items()})
+                await self._redis.xdel(dead_key(group), entry_id)
+                count += 1
+        return count
+
+    async def aclose(self) -> None:
+        if self._relay_task is not None:
+            self._relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relay_task
+        await self._redis.aclose()
+
+
+def _delete_relayed(tx: Tx, api: str, last: int) -> None:
+    tx.execute("DELETE FROM bus_events WHERE api = ? AND seq <= ?", (api, last))
+
+
+def _wanted(fields: Mapping[bytes, bytes], types: Sequence[str], reader: Reader) -> bool:
+    if types and fields[b"type"].decode() not in types:
+        return False
+    return reader.sees(fields.get(b"scope", b"").decode())
+
+
+def _event(api: str, event_id: str, fields: Mapping[bytes, bytes]) -> events_pb2.Event:
+    record = EventRecord(
+        api,
+        fields[b"type"].decode(),
+        fields.get(b"scope", b"").decode(),
+        fields[b"payload"],
+        int(fields[b"time_ns"]),
+        fields[b"source"].decode(),
+    )
+    return to_event(event_id, record)

@@ -1,0 +1,225 @@
+"""The SQLite store: one file, WAL, one writer thread and a few reader threads.
+
+Database work never stalls the event loop, except lookups and small writes
+by key, which cost less on the loop than the hand-off to a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from brewmesh.storage import Conflict, Params, Row, Transaction, Tx
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BEGIN_WRITE = "BEGIN IMMEDIATE"
+# A checkpoint fsyncs, which slows the commits around it: do it after this
+# many write transactions (SQLite's own default is every ~1000 pages), or
+# after this long with anything unwritten.
+CHECKPOINT_WRITES = 1000
+CHECKPOINT_SECONDS = 10.0
+LOCK_WAIT_MS = 10_000
+UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
+
+Callbacks = list[Callable[[], None]]
+
+
+class _SqliteTx:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self.callbacks: Callbacks = []
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self._connection.execute(sql, params).rowcount
+
+    def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = self._connection.execute(sql, params).fetchone()
+        return row
+
+    def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(self._connection.execute(sql, params).fetchall())
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.callbacks.append(callback)
+
+
+class SqliteBackend:
+    """SQLite in WAL mode: one writer thread, `readers` reader threads."""
+
+    def __init__(self, path: Path, readers: int = 4) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._writes_since_checkpoint = 0
+        self._checkpoint_due = threading.Event()
+        self._closing = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
+        self._loop_reads: sqlite3.Connection | None = None
+        self._loop_writes: sqlite3.Connection | None = None
+        self._writes_queued = 0
+
+    async def handle(self, transaction: Transaction[T]) -> T:
+        if not transaction.writes:
+            if transaction.small:
+                return self._lookup(transaction.fn)
+            loop = asyncio.get_running_loop()
+            result, _ = await loop.run_in_executor(self._readers, self._run, transaction.fn, "BEGIN", None)
+            return result
+        if transaction.small and not transaction.exclusive:
+            return await self._quick_write(transaction.fn)
+        return await self._write(transaction.fn)
+
+    def _connection(self) -> sqlite3.Connection:
+        """This worker thread's connection."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+        return connection
+
+    def _connect(self, lock_wait_ms: int = LOCK_WAIT_MS) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        connection.execute(f"PRAGMA busy_timeout={lock_wait_ms}")
+        # Checkpoints (which fsync) run on their own thread, not inside a commit.
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _run(
+        self, fn: Callable[[Tx], T], begin: str, connection: sqlite3.Connection | None
+    ) -> tuple[T, Callbacks]:
+        connection = connection or self._connection()
+        connection.execute(begin)
+        return self._finish(connection, fn, wrote=begin == BEGIN_WRITE)
+
+    def _finish(
+        self, connection: sqlite3.Connection, fn: Callable[[Tx], T], wrote: bool
+    ) -> tuple[T, Callbacks]:
+        """Run `fn` in the transaction begun on `connection`, then commit (or roll back)."""
+        tx = _SqliteTx(connection)
+        try:
+            result = fn(tx)
+        except sqlite3.IntegrityError as error:
+            connection.execute("ROLLBACK")
+            if error.sqlite_errorname in UNIQUE_ERRORS:
+                raise Conflict(str(error)) from error
+            raise
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        if wrote:
+            self._writes_since_checkpoint += 1  # a hint: a lost update across threads is harmless
+            if self._writes_since_checkpoint >= CHECKPOINT_WRITES:
+                self._checkpoint_due.set()
+        return result, tx.callbacks
+
+    def _lookup(self, fn: Callable[[Tx], T]) -> T:
+        """A primary-key read on the event loop's own connection.
+
+        Handing a read to a worker thread costs tens of microseconds of
+        wake-ups; a lookup by key costs a few. WAL readers never wait on a
+        lock, so this cannot stall the loop.
+        """
+        if self._loop_reads is None:
+            self._loop_reads = self._connect()
+        result, _ = self._run(fn, "BEGIN", self._loop_reads)
+        return result
+
+    async def _write(self, fn: Callable[[Tx], T]) -> T:
+        loop = asyncio.get_running_loop()
+        # Shielded: once a write starts it runs to its end even if the caller
+        # is cancelled, so the after-commit callbacks are never skipped.
+        future = loop.run_in_executor(self._writer, self._run, fn, BEGIN_WRITE, None)
+        self._writes_queued += 1
+        try:
+            result, callbacks = await asyncio.shield(future)
+        finally:
+            self._writes_queued -= 1
+        _run_all(callbacks)
+        return result
+
+    async def _quick_write(self, fn: Callable[[Tx], T]) -> T:
+        """A small write at once on the event loop when it can be.
+
+        Handing a small write to the writer thread costs more in wake-ups
+        than the write itself (commits do not fsync: WAL, synchronous=NORMAL,
+        checkpoints on their own thread). When no write is queued and the
+        database is not locked by another process, it runs here; otherwise
+        it queues like any write. It never waits for a lock on the loop.
+        """
+        if self._writes_queued == 0:
+            if self._loop_writes is None:
+                self._loop_writes = self._connect(lock_wait_ms=0)
+            if self._begin_without_waiting(self._loop_writes):
+                result, callbacks = self._finish(self._loop_writes, fn, wrote=True)
+                _run_all(callbacks)
+                return result
+        return await self._write(fn)
+
+    @staticmethod
+    def _begin_without_waiting(connection: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE unless another connection holds the write lock right now."""
+        try:
+            connection.execute(BEGIN_WRITE)
+            return True
+        except sqlite3.OperationalError:  # locked (by another process): the caller queues
+            return False
+
+    def _checkpoints(self) -> None:
+        """Copy the WAL into the database file now and then, off the write path.
+
+        A checkpoint inside a commit (SQLite's default) stalls that write for
+        the fsync; a PASSIVE one here never blocks readers or writers.
+        """
+        while True:
+            self._checkpoint_due.wait(CHECKPOINT_SECONDS)
+            if self._closing.is_set():
+                return
+            self._checkpoint_due.clear()
+            if self._writes_since_checkpoint:
+                self._writes_since_checkpoint = 0
+                self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            log.exception("WAL checkpoint failed; trying again after the next write")
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self._closing.set()
+        self._checkpoint_due.set()
+        self._checkpointer.join()  # closing the last connection checkpoints what is left
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+
+def _run_all(callbacks: Callbacks) -> None:
+    for callback in callbacks:
+        callback()

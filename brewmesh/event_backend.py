@@ -1,0 +1,217 @@
+"""The seam between the bus and where events live (the embedded log, Redis Streams).
+
+Either way an event is first staged in the firing service's own store, in
+the transaction of the change it reports (an outbox), with a sequence number
+per API taken under that transaction's lock: events of one API commit in
+sequence order, so a reader or relay that follows the sequence never skips
+one. The embedded backend keeps the outbox as the log itself; the Redis
+backend relays it to one stream per API and deletes what it relayed.
+
+Each event carries a `scope`: the namespace of the resource it is about, or
+"" for the public catalogue. Readers see an event by the rule of the RPCs
+(`Principal.may_read`): admin everything, a partner its own and the public.
+Event ids are opaque strings; only the backend that made one parses it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from google.protobuf import any_pb2, timestamp_pb2
+
+from brewmesh.auth import PUBLIC_SCOPE, Principal
+from brewmesh.bus.v1 import events_pb2
+from brewmesh.storage import Migration, Row, Tx
+
+MIGRATIONS = (
+    Migration(
+        "bus",
+        1,
+        (
+            "CREATE TABLE bus_heads (api TEXT PRIMARY KEY, last_seq BIGINT NOT NULL)",
+            "CREATE TABLE bus_events ("
+            " api TEXT NOT NULL, seq BIGINT NOT NULL, type TEXT NOT NULL, scope TEXT NOT NULL,"
+            " payload BYTEA NOT NULL, time_ns BIGINT NOT NULL, source TEXT NOT NULL,"
+            " PRIMARY KEY (api, seq))",
+            "CREATE INDEX bus_events_by_type ON bus_events (api, type, seq)",
+            "CREATE TABLE bus_groups ("
+            " api TEXT NOT NULL, group_key TEXT NOT NULL, cursor BIGINT NOT NULL,"
+            " PRIMARY KEY (api, group_key))",
+            "CREATE TABLE bus_claims ("
+            " api TEXT NOT NULL, group_key TEXT NOT NULL, seq BIGINT NOT NULL, member TEXT NOT NULL,"
+            " deadline DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL,"
+            " PRIMARY KEY (api, group_key, seq))",
+            "CREATE INDEX bus_claims_by_deadline ON bus_claims (api, group_key, deadline)",
+            "CREATE TABLE bus_dead_letters ("
+            " api TEXT NOT NULL, group_key TEXT NOT NULL, seq BIGINT NOT NULL, attempts INTEGER NOT NULL,"
+            " reason TEXT NOT NULL, dead_time_ns BIGINT NOT NULL,"
+            " PRIMARY KEY (api, group_key, seq))",
+        ),
+    ),
+)
+
+PUBLIC = PUBLIC_SCOPE
+"""The scope of catalogue events: visible to every caller."""
+INTERNAL = ""
+"""The namespace of the mesh's own listener groups (they see every event)."""
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An event as staged: everything but its id."""
+
+    api: str
+    type: str
+    scope: str
+    payload: bytes
+    time_ns: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Whose events a read may return: every scope (None), or these."""
+
+    scopes: frozenset[str] | None
+
+    def sees(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+
+EVERYTHING = Reader(None)
+
+
+def reader_for(principal: Principal) -> Reader:
+    """What `principal` may read: the one rule of the RPCs (`Principal.readable_scopes`)."""
+    return Reader(principal.readable_scopes())
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    """A listener group: its API, owner namespace, listener name and the event types it takes.
+
+    Groups of different namespaces never share events, whatever their names.
+    """
+
+    api: str
+    namespace: str
+    listener: str
+    types: tuple[str, ...]
+    reader: Reader = EVERYTHING
+    """What the group's namespace may see (follows from the namespace; not part of the key)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.listener}|{','.join(sorted(self.types))}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An event handed to one member of a group; `attempts` counts this one."""
+
+    event: events_pb2.Event
+    attempts: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event a group gave up on after `attempts` deliveries."""
+
+    event: events_pb2.Event
+    attempts: int
+    reason: str
+    dead_time_ns: int
+
+
+class EventBackend(Protocol):
+    """Where events go after their transaction commits, and how they are read back."""
+
+    crosses_processes: bool
+    """Whether events fired by other processes arrive here (else every event is fired in this one)."""
+
+    def stage(self, tx: Tx, record: EventRecord) -> None:
+        """Stage the event in `tx`: it exists if and only if `tx` commits."""
+        ...
+
+    def parse_id(self, event_id: str) -> object | None:
+        """The position after an event id of this backend, or None if it is not one."""
+        ...
+
+    async def head(self, api: str) -> object:
+        """The position after the newest event of `api`."""
+        ...
+
+    async def read(
+        self, api: str, after: object | None, types: Sequence[str], reader: Reader, limit: int, wait: float
+    ) -> tuple[list[events_pb2.Event], object]:
+        """Events after `after` (None: the oldest kept) visible to `reader`, waiting up to
+        `wait` seconds for one; and the position to read from next."""
+        ...
+
+    async def claim(
+        self, group: GroupRef, start: object | None, member: str, limit: int, wait: float, visibility: float
+    ) -> list[Delivery]:
+        """Up to `limit` events for one member of `group` (created at `start` if new): those
+        other members left unacknowledged for `visibility` seconds first, then new ones."""
+        ...
+
+    async def ack(self, group: GroupRef, event_ids: Sequence[str]) -> None: ...
+
+    async def retry_later(self, group: GroupRef, event_id: str, seconds: float) -> None:
+        """Hand a claimed event out again after `seconds`."""
+        ...
+
+    async def bury(self, group: GroupRef, delivery: Delivery, reason: str) -> None:
+        """Move a claimed event to the group's dead letters (and acknowledge it)."""
+        ...
+
+    async def dead_letters(self, group: GroupRef, limit: int) -> list[DeadLetter]: ...
+
+    async def replay(self, group: GroupRef, event_ids: Sequence[str]) -> int:
+        """Deliver these dead letters to the group again; how many there were."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+# -- the outbox: portable SQL in the firing service's store ------------------------------
+
+
+def insert_event(tx: Tx, record: EventRecord) -> int:
+    """Stage `record` as the next event of its API; its sequence number."""
+    row = tx.fetchone(
+        "INSERT INTO bus_heads (api, last_seq) VALUES (?, 1)"
+        " ON CONFLICT (api) DO UPDATE SET last_seq = bus_heads.last_seq + 1 RETURNING last_seq",
+        (record.api,),
+    )
+    assert row is not None
+    seq = int(row["last_seq"])
+    tx.execute(
+        "INSERT INTO bus_events (api, seq, type, scope, payload, time_ns, source)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (record.api, seq, record.type, record.scope, record.payload, record.time_ns, record.source),
+    )
+    return seq
+
+
+def to_event(event_id: str, record: EventRecord) -> events_pb2.Event:
+    payload = any_pb2.Any()
+    payload.ParseFromString(record.payload)
+    moment = timestamp_pb2.Timestamp()
+    moment.FromNanoseconds(record.time_ns)
+    return events_pb2.Event(
+        id=event_id, api=record.api, type=record.type, payload=payload, time=moment, source=record.source
+    )
+
+
+def record_of(row: Row) -> EventRecord:
+    return EventRecord(
+        row["api"], row["type"], row["scope"], bytes(row["payload"]), int(row["time_ns"]), row["source"]
+    )
+
+
+def new_record(api: str, event_type: str, scope: str, payload: any_pb2.Any, source: str) -> EventRecord:
+    return EventRecord(api, event_type, scope, payload.SerializeToString(), time.time_ns(), source)
