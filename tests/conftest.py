@@ -1,4 +1,11 @@
-"""Shared fixtures: real meshes on real ports with real SQLite files."""
+"""Shared fixtures: real meshes on real ports, in both configurations.
+
+`mesh` is parametrised: `embedded` is `brewmesh up` in this process (SQLite,
+the embedded event log); `distributed` is partners, recipes and runner as
+three `brewmesh serve` processes sharing nothing but a real PostgreSQL (each
+its own tables) and a real Redis, reached through one gateway address.
+Tests that look inside the process (its store, its bus) use `embedded_mesh`.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +23,14 @@ from pathlib import Path
 import grpc
 import pytest
 
+from brewmesh.bus_service import SERVICE_NAME as EVENT_BUS
 from brewmesh.client import MeshClient, connect
-from brewmesh.mesh import Mesh
+from brewmesh.gateway import Gateway
+from brewmesh.mesh import Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
+from tests.engines import fresh_redis_url, pg_database, postgres, redis_server
+
+__all__ = ["fresh_redis_url", "pg_database", "postgres", "redis_server"]  # fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -31,21 +43,58 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+async def embedded_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     """The embedded mesh in this process, on a free port, data in tmp_path."""
     running = await Mesh.start(tmp_path / "data")
     yield running
     await running.stop(grace=1)
 
 
+@dataclass
+class DistributedMesh:
+    """Three service processes on PostgreSQL and Redis, and a gateway in front of them."""
+
+    services: SeparateServices
+    gateway: Gateway
+    admin_key: str
+    configuration = "distributed"
+
+    @property
+    def port(self) -> int:
+        return self.gateway.port
+
+
+MeshUnderTest = Mesh | DistributedMesh
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+async def mesh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MeshUnderTest]:
+    """The mesh a behaviour test drives, in each configuration (see the module docstring)."""
+    if request.param == "embedded":
+        running = await Mesh.start(tmp_path / "data")
+        yield running
+        await running.stop(grace=1)
+        return
+    backends = DistributedBackends(
+        request.getfixturevalue("pg_database"), request.getfixturevalue("fresh_redis_url")
+    )
+    with separate_services(tmp_path, backends) as services:
+        gateway = Gateway(services.routes())
+        await gateway.start()
+        try:
+            yield DistributedMesh(services, gateway, services.partners.admin_key)
+        finally:
+            await gateway.stop(grace=0)
+
+
 @pytest.fixture
-async def admin(mesh: Mesh) -> AsyncIterator[MeshClient]:
+async def admin(mesh: MeshUnderTest) -> AsyncIterator[MeshClient]:
     async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as client:
         yield client
 
 
 @pytest.fixture
-async def anonymous(mesh: Mesh) -> AsyncIterator[MeshClient]:
+async def anonymous(mesh: MeshUnderTest) -> AsyncIterator[MeshClient]:
     async with connect(f"127.0.0.1:{mesh.port}") as client:
         yield client
 
@@ -57,7 +106,7 @@ class PartnerClient:
     client: MeshClient
 
 
-async def create_partner(mesh: Mesh, admin: MeshClient, namespace: str) -> PartnerClient:
+async def create_partner(mesh: MeshUnderTest, admin: MeshClient, namespace: str) -> PartnerClient:
     created = await admin.partners.CreatePartner(
         partners_pb2.CreatePartnerRequest(
             namespace=namespace, partner=partners_pb2.Partner(display_name=namespace)
@@ -67,7 +116,7 @@ async def create_partner(mesh: Mesh, admin: MeshClient, namespace: str) -> Partn
 
 
 @pytest.fixture
-async def partner(mesh: Mesh, admin: MeshClient) -> AsyncIterator[PartnerClient]:
+async def partner(mesh: MeshUnderTest, admin: MeshClient) -> AsyncIterator[PartnerClient]:
     """Partner `my-coffee-company` with its own authenticated client."""
     created = await create_partner(mesh, admin, "my-coffee-company")
     yield created
@@ -75,7 +124,7 @@ async def partner(mesh: Mesh, admin: MeshClient) -> AsyncIterator[PartnerClient]
 
 
 @pytest.fixture
-async def other_partner(mesh: Mesh, admin: MeshClient) -> AsyncIterator[PartnerClient]:
+async def other_partner(mesh: MeshUnderTest, admin: MeshClient) -> AsyncIterator[PartnerClient]:
     """A second partner, `rival-roasters`."""
     created = await create_partner(mesh, admin, "rival-roasters")
     yield created
@@ -126,11 +175,8 @@ class MachineProcess(ServerProcess):
     kind: str
 
 
-def spawn(args: list[str], port: int = 0, **env_vars: str) -> tuple[int, subprocess.Popen[str]]:
-    """Start `brewmesh ARGS --port PORT` (0: any free port) and wait until it serves.
-
-    A process that fails to come up is killed: none is left running.
-    """
+def launch(args: list[str], port: int = 0, **env_vars: str) -> tuple[int, subprocess.Popen[str]]:
+    """Start `brewmesh ARGS --port PORT` (0: any free port) without waiting for it."""
     port = port or free_port()
     process = subprocess.Popen(
         [str(BIN / "brewmesh"), *args, "--port", str(port)],
@@ -140,6 +186,15 @@ def spawn(args: list[str], port: int = 0, **env_vars: str) -> tuple[int, subproc
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env_vars},
         cwd=ROOT,
     )
+    return port, process
+
+
+def spawn(args: list[str], port: int = 0, **env_vars: str) -> tuple[int, subprocess.Popen[str]]:
+    """Start `brewmesh ARGS --port PORT` (0: any free port) and wait until it serves.
+
+    A process that fails to come up is killed: none is left running.
+    """
+    port, process = launch(args, port, **env_vars)
     try:
         wait_for_serving(f"127.0.0.1:{port}", process)
     except BaseException:
@@ -147,6 +202,18 @@ def spawn(args: list[str], port: int = 0, **env_vars: str) -> tuple[int, subproc
         process.communicate()
         raise
     return port, process
+
+
+def launch_mesh_process(
+    data_dir: Path, port: int, command: tuple[str, ...], env_vars: dict[str, str]
+) -> MeshProcess:
+    """A `brewmesh serve ...` process, started but perhaps not serving yet."""
+    chosen, process = launch([*command, "--data-dir", str(data_dir)], port, **env_vars)
+    return MeshProcess(chosen, process, data_dir, env_vars.get("BREWMESH_ADMIN_KEY", ""))
+
+
+def wait_until_serving(process: MeshProcess) -> None:
+    wait_for_serving(process.address, process.process)
 
 
 def start_mesh_process(
@@ -162,9 +229,20 @@ def start_mesh_process(
     return MeshProcess(chosen, process, data_dir, admin_key)
 
 
+@dataclass(frozen=True)
+class DistributedBackends:
+    """The engines a distributed mesh shares: a PostgreSQL database and a Redis."""
+
+    store_url: str
+    bus_url: str
+
+    def args(self) -> list[str]:
+        return ["--store", self.store_url, "--bus", self.bus_url]
+
+
 @dataclass
 class SeparateServices:
-    """Partners, recipes and runner, each a `brewmesh serve` process, sharing one data directory."""
+    """Partners, recipes and runner, each a `brewmesh serve` process with a data directory of its own."""
 
     partners: MeshProcess
     recipes: MeshProcess
@@ -174,22 +252,45 @@ class SeparateServices:
     def processes(self) -> list[MeshProcess]:
         return [self.partners, self.recipes, self.runner]
 
+    def routes(self) -> dict[str, str]:
+        """Which process serves each gRPC service."""
+        return {
+            **{api: self.partners.address for api in _apis_of("partners")},
+            **{api: self.recipes.address for api in _apis_of("recipes")},
+            **{api: self.runner.address for api in _apis_of("runner")},
+            EVENT_BUS: self.runner.address,  # any process serves every API's events from Redis
+        }
+
+
+def _apis_of(component: str) -> list[str]:
+    return [api for c in all_components() if c.name == component for api in c.apis]
+
 
 @contextmanager
-def separate_services(data_dir: Path) -> Iterator[SeparateServices]:
-    """Start the three service processes, each told where the others are; stop them on exit."""
-    started: list[MeshProcess] = []
+def separate_services(base: Path, backends: DistributedBackends) -> Iterator[SeparateServices]:
+    """Start the three service processes at once, each told where the others are; stop them on exit.
+
+    They share no directory: each has its own data directory under `base`.
+    """
+    ports = {name: free_port() for name in ("partners", "recipes", "runner")}
+    address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    peers = {
+        "partners": [],
+        "recipes": ["--partners", address["partners"]],
+        "runner": ["--partners", address["partners"], "--recipes", address["recipes"]],
+    }
+    launched: dict[str, MeshProcess] = {}
     try:
-        partners = start_mesh_process(data_dir, command=("serve", "partners"))
-        started.append(partners)
-        recipes = start_mesh_process(data_dir, command=("serve", "recipes", "--partners", partners.address))
-        started.append(recipes)
-        peers = ("--partners", partners.address, "--recipes", recipes.address)
-        runner = start_mesh_process(data_dir, command=("serve", "runner", *peers))
-        started.append(runner)
-        yield SeparateServices(partners, recipes, runner)
+        for name, port in ports.items():
+            command = ("serve", name, *peers[name], *backends.args())
+            # Only the partners service holds the admin key; the others ask it about every key.
+            key_env = {"BREWMESH_ADMIN_KEY": "test-admin-key"} if name == "partners" else {}
+            launched[name] = launch_mesh_process(base / name, port, command, key_env)
+        for process in launched.values():
+            wait_until_serving(process)
+        yield SeparateServices(launched["partners"], launched["recipes"], launched["runner"])
     finally:
-        for process in reversed(started):
+        for process in reversed(launched.values()):
             process.stop()
 
 

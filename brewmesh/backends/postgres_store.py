@@ -107,17 +107,22 @@ class PostgresBackend:
     def _attempt(
         connection: psycopg.Connection[Any], begin: str, transaction: Transaction[T]
     ) -> tuple[T, Callbacks]:
-        connection.execute(begin)
-        tx = _PostgresTx(connection)
+        if transaction.exclusive:
+            # Locked before BEGIN: the transaction's snapshot must see what the lock's last holder did.
+            connection.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         try:
-            if transaction.exclusive:
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            result = transaction.fn(tx)
-        except BaseException:
-            if not connection.closed:
-                connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+            connection.execute(begin)
+            tx = _PostgresTx(connection)
+            try:
+                result = transaction.fn(tx)
+            except BaseException:
+                if not connection.closed:
+                    connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        finally:
+            if transaction.exclusive and not connection.closed:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
         return result, tx.callbacks
 
     def _connection(self) -> psycopg.Connection[Any]:
