@@ -337,3 +337,30 @@ def grpcurl(
     if data is not None:
         cmd += ["-d", data]
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+embedded_only = pytest.mark.parametrize("mesh", ["embedded"], indirect=True)
+"""For a test that looks inside the mesh's process (its store or its log): embedded only."""
+
+
+@pytest.fixture
+def distributed_backends(pg_database: str, fresh_redis_url: str) -> DistributedBackends:
+    """A fresh PostgreSQL database and an empty Redis, for service processes to share."""
+    return DistributedBackends(pg_database, fresh_redis_url)
+
+
+def start_extra_instance(
+    base: Path, component: str, services: SeparateServices, backends: DistributedBackends
+) -> MeshProcess:
+    """Another process of `component` beside `services`, on the same engines, with its own directory."""
+    peers = ["--partners", services.partners.address]
+    if component == "runner":
+        peers += ["--recipes", services.recipes.address]
+    command = ("serve", component, *peers, *backends.args())
+    process = launch_mesh_process(base / f"{component}-2", free_port(), command, {})
+    try:
+        wait_until_serving(process)
+    except BaseException:
+        process.kill()
+        raise
+    return process

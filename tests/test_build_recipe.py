@@ -10,7 +10,7 @@ from brewmesh.recipes.v1 import formatters_pb2 as fpb
 from brewmesh.recipes.v1 import layouts_pb2 as lpb
 from brewmesh.recipes.v1 import recipes_pb2 as rpb
 from brewmesh.storage import Tx
-from tests.conftest import PartnerClient
+from tests.conftest import PartnerClient, embedded_only
 from tests.test_recipes_support import (
     CLIP,
     ELLIPSIS,
@@ -91,6 +91,7 @@ async def test_build_creates_everything_and_search_shows_it(
         ]
 
 
+@embedded_only
 async def test_build_fires_an_event_for_each_thing_it_made(partner: PartnerClient, mesh: Mesh) -> None:
     await partner.client.recipes.BuildRecipe(build_request())
     assert await event_types(mesh, RECIPES_API) == ["recipe_created", "recipe_l10n_put", "recipe_l10n_put"]
@@ -98,6 +99,7 @@ async def test_build_fires_an_event_for_each_thing_it_made(partner: PartnerClien
     assert await event_types(mesh, FORMATTERS_API) == ["volume_formatter_put"] * 2
 
 
+@embedded_only
 async def test_identical_layouts_and_formatters_are_reused(
     partner: PartnerClient, other_partner: PartnerClient, mesh: Mesh
 ) -> None:
@@ -116,6 +118,7 @@ async def test_identical_layouts_and_formatters_are_reused(
     assert reused.volume_formatters[0].creator == "my-coffee-company"
 
 
+@embedded_only
 async def test_a_layout_that_exists_with_other_content_fails_the_whole_build(
     partner: PartnerClient, mesh: Mesh
 ) -> None:
@@ -132,6 +135,7 @@ async def test_a_layout_that_exists_with_other_content_fails_the_whole_build(
     assert await recipe_names(partner.client) == []
 
 
+@embedded_only
 async def test_another_partners_formatter_with_other_content_fails_the_whole_build(
     partner: PartnerClient, other_partner: PartnerClient, mesh: Mesh
 ) -> None:
@@ -151,6 +155,7 @@ async def test_another_partners_formatter_with_other_content_fails_the_whole_bui
     assert kept.template == "{volume} oz"
 
 
+@embedded_only
 async def test_an_existing_recipe_fails_the_whole_build(partner: PartnerClient, mesh: Mesh) -> None:
     await partner.client.recipes.CreateRecipe(create_recipe("my-coffee-company", "lungo-customato"))
     before, events_before = await stored(mesh), await all_events(mesh)
@@ -159,6 +164,7 @@ async def test_an_existing_recipe_fails_the_whole_build(partner: PartnerClient, 
     assert await all_events(mesh) == events_before
 
 
+@embedded_only
 async def test_a_build_whose_last_part_is_invalid_creates_nothing(partner: PartnerClient, mesh: Mesh) -> None:
     before, events_before = await stored(mesh), await all_events(mesh)
     request = build_request()
@@ -199,6 +205,7 @@ async def test_a_build_reports_every_violation_with_its_path(partner: PartnerCli
     }
 
 
+@embedded_only
 async def test_a_build_writes_only_into_the_callers_namespace(
     partner: PartnerClient, other_partner: PartnerClient, mesh: Mesh
 ) -> None:

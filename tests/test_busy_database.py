@@ -20,7 +20,7 @@ from brewmesh.mesh import DB_FILE, Mesh
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
-from tests.conftest import PartnerClient
+from tests.conftest import PartnerClient, embedded_only
 from tests.fleet import create_recipe, names, read_to_end, register_machines, run_request
 from tests.test_coffee_machines import wait_for_status
 
@@ -50,6 +50,7 @@ def other_process_lock(mesh: Mesh) -> Iterator[sqlite3.Connection]:
             db.execute("ROLLBACK")
 
 
+@embedded_only
 async def test_a_run_waits_for_the_lock_while_reads_are_still_answered(
     partner: PartnerClient, machine_endpoint: str, other_process_lock: sqlite3.Connection
 ) -> None:

@@ -18,7 +18,7 @@ from brewmesh.events import ReceivedEvent
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2
 from services.partners.component import component as partners_component
-from tests.conftest import create_partner
+from tests.conftest import create_partner, embedded_only
 from tests.test_recipes_support import logged_events
 
 PARTNERS = "brewmesh.partners.v1.PartnerService"
@@ -40,6 +40,7 @@ async def take(stream: AsyncIterator[events_pb2.Event], count: int) -> list[even
     return got
 
 
+@embedded_only
 async def test_fire_refuses_an_event_not_declared_for_the_api(mesh: Mesh) -> None:
     with pytest.raises(EventRefused, match="declares no event 'partner_exploded'"):
         await mesh.runtime.bus.fire_now(PARTNERS, "partner_exploded", partner_created("x"), PUBLIC)
@@ -56,6 +57,7 @@ async def test_fire_refuses_an_api_this_process_does_not_serve(tmp_path: Path) -
         await only_partners.stop(grace=0)
 
 
+@embedded_only
 async def test_fire_refuses_missing_required_fields_and_wrong_payloads(mesh: Mesh) -> None:
     with pytest.raises(EventRefused, match="lacks required fields: partner"):
         await mesh.runtime.bus.fire_now(
@@ -146,6 +148,7 @@ async def test_list_apis_shows_declared_events(anonymous: MeshClient) -> None:
     }
 
 
+@embedded_only
 async def test_listen_retries_a_failing_handler_until_it_succeeds(mesh: Mesh, admin: MeshClient) -> None:
     calls: list[str] = []
     done = asyncio.Event()

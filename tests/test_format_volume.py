@@ -14,7 +14,7 @@ from brewmesh.mesh import Mesh
 from brewmesh.recipes.v1 import formatters_pb2 as fpb
 from services.recipes.formatters import FormatterSpec, Operation, Transform, format_volume
 from services.recipes.locales import Locale
-from tests.conftest import PartnerClient
+from tests.conftest import PartnerClient, embedded_only
 from tests.test_recipes_support import FORMATTERS_API, event_types, fails, formatter, invalid, put_formatter
 
 
@@ -152,6 +152,7 @@ async def test_formatting_follows_every_change_at_once(partner: PartnerClient, a
     )
 
 
+@embedded_only
 async def test_put_and_delete_fire_events_and_a_reused_put_fires_none(
     partner: PartnerClient, mesh: Mesh
 ) -> None:

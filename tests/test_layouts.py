@@ -9,7 +9,7 @@ import grpc
 from brewmesh.client import MeshClient, connect
 from brewmesh.mesh import Mesh
 from brewmesh.recipes.v1 import layouts_pb2 as lpb
-from tests.conftest import PartnerClient
+from tests.conftest import PartnerClient, embedded_only
 from tests.test_recipes_support import (
     CLIP,
     DESCRIPTION,
@@ -56,6 +56,7 @@ async def test_the_standard_layout_is_seeded_once_across_restarts(tmp_path: Path
             await running.stop(grace=0)
 
 
+@embedded_only
 async def test_a_partner_creates_its_own_layout(
     partner: PartnerClient, anonymous: MeshClient, mesh: Mesh
 ) -> None:

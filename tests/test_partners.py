@@ -8,7 +8,7 @@ import pytest
 from brewmesh.client import MeshClient, connect, field_violations
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2 as pb
-from tests.conftest import PartnerClient, create_partner
+from tests.conftest import PartnerClient, create_partner, embedded_only
 
 
 def create_request(namespace: str, display_name: str = "A partner") -> pb.CreatePartnerRequest:
@@ -25,6 +25,7 @@ async def test_admin_creates_partner_and_gets_its_key_once(admin: MeshClient) ->
     assert created.api_key not in str(fetched)
 
 
+@embedded_only
 async def test_partner_key_is_stored_only_as_a_hash(mesh: Mesh, partner: PartnerClient) -> None:
     raw = (mesh.runtime.data_dir / "brewmesh.db").read_bytes()
     assert partner.key.encode() not in raw

@@ -9,7 +9,7 @@ from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
 from brewmesh.client import MeshClient
 from brewmesh.mesh import Mesh
 from brewmesh.recipes.v1 import recipes_pb2 as rpb
-from tests.conftest import PartnerClient
+from tests.conftest import PartnerClient, embedded_only
 from tests.test_recipes_support import (
     RECIPES_API,
     create_recipe,
@@ -227,6 +227,7 @@ async def test_a_subscriber_sees_recipe_created(admin: MeshClient, partner: Part
     assert payload.recipe.product_properties.default_volume_ml == 300
 
 
+@embedded_only
 async def test_changes_fire_their_events_with_what_changed(partner: PartnerClient, mesh: Mesh) -> None:
     client = partner.client.recipes
     await client.CreateRecipe(create_recipe("my-coffee-company", "lungo-customato"))
@@ -255,6 +256,7 @@ async def test_changes_fire_their_events_with_what_changed(partner: PartnerClien
     assert deleted.name == LUNGO
 
 
+@embedded_only
 async def test_a_refused_write_fires_nothing(
     partner: PartnerClient, other_partner: PartnerClient, mesh: Mesh
 ) -> None:

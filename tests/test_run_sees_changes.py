@@ -21,7 +21,7 @@ from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
 from brewmesh.sdk import Machine
-from tests.conftest import PartnerClient, separate_services
+from tests.conftest import DistributedBackends, PartnerClient, separate_services
 from tests.fleet import create_recipe, register_machines, run_request
 
 NS = "my-coffee-company"
@@ -88,9 +88,9 @@ async def test_a_deleted_recipe_cannot_be_run(partner: PartnerClient, two_machin
 
 
 async def test_a_runner_process_sees_a_change_made_by_the_recipes_process(
-    tmp_path: Path, two_machines: tuple[str, str]
+    tmp_path: Path, two_machines: tuple[str, str], distributed_backends: DistributedBackends
 ) -> None:
-    with separate_services(tmp_path / "shared") as services:
+    with separate_services(tmp_path, distributed_backends) as services:
         async with (
             connect(services.partners.address, key=services.partners.admin_key) as admin,
             connect(services.recipes.address, key=services.partners.admin_key) as catalogue,

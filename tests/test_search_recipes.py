@@ -16,7 +16,7 @@ from services.recipes import search as search_domain
 from services.recipes.formatters import FormatterSpec, VolumeFormatter
 from services.recipes.locales import Locale
 from services.recipes.recipes import id_from_key
-from tests.conftest import PartnerClient
+from tests.conftest import PartnerClient, embedded_only
 from tests.test_recipes_support import (
     CLIP,
     DESCRIPTION,
@@ -208,6 +208,7 @@ class CountingTx:
         self.tx.after_commit(callback)
 
 
+@embedded_only
 async def test_a_search_page_costs_a_few_queries_however_many_recipes(
     partner: PartnerClient, mesh: Mesh
 ) -> None:

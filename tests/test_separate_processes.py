@@ -14,16 +14,24 @@ from brewmesh.client import connect
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
-from tests.conftest import MeshProcess, separate_services, start_machine_process, start_mesh_process
+from tests.conftest import (
+    DistributedBackends,
+    MeshProcess,
+    separate_services,
+    start_extra_instance,
+    start_machine_process,
+)
 from tests.fleet import create_recipe, names, read_to_end, register_machines, run_request
 
 NS = "my-coffee-company"
 
 
-async def test_a_run_crosses_three_service_processes(tmp_path: Path) -> None:
+async def test_a_run_crosses_three_service_processes(
+    tmp_path: Path, distributed_backends: DistributedBackends
+) -> None:
     machine = start_machine_process("legacy", brew_seconds=0.2)
     try:
-        with separate_services(tmp_path / "shared") as services:
+        with separate_services(tmp_path, distributed_backends) as services:
             partners, recipes, runner = services.partners, services.recipes, services.runner
             await assert_serves_only(
                 recipes.address, "brewmesh.recipes.v1.RecipeService", "brewmesh.partners.v1.PartnerService"
@@ -62,28 +70,31 @@ async def assert_serves_only(address: str, served: str, elsewhere: str) -> None:
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_two_runner_instances_record_each_machine_event_once(tmp_path: Path) -> None:
-    data = tmp_path / "shared"
+async def test_two_runner_instances_record_each_machine_event_once(
+    tmp_path: Path, distributed_backends: DistributedBackends
+) -> None:
     machine = start_machine_process("vending", brew_seconds=1.0)
-    mesh = start_mesh_process(data)
+    services_running = separate_services(tmp_path, distributed_backends)
+    services = services_running.__enter__()
+    mesh = services.runner
     second: MeshProcess | None = None
     try:
-        async with connect(mesh.address, key=mesh.admin_key) as admin:
+        async with connect(services.partners.address, key=services.partners.admin_key) as admin:
             created = await admin.partners.CreatePartner(
                 partners_pb2.CreatePartnerRequest(
                     namespace=NS, partner=partners_pb2.Partner(display_name="My Coffee")
                 )
             )
-        async with connect(mesh.address, key=created.api_key) as partner:
+        async with connect(services.partners.address, key=created.api_key) as registry:
             await register_machines(
-                partner, NS, {"v-1": ("vending", machine.address, ("takeout_requested",))}
+                registry, NS, {"v-1": ("vending", machine.address, ("takeout_requested",))}
             )
-            recipe = await create_recipe(partner, NS, "lungo")
+        async with connect(services.recipes.address, key=created.api_key) as catalogue:
+            recipe = await create_recipe(catalogue, NS, "lungo")
+        async with connect(mesh.address, key=created.api_key) as partner:
             run = await partner.runner.Run(run_request("twice", f"partners/{NS}/coffeeMachines/v-1", recipe))
             # A second runner starts while the run is live: it picks the run up too.
-            second = start_mesh_process(
-                data, command=("serve", "runner", "--partners", mesh.address, "--recipes", mesh.address)
-            )
+            second = start_extra_instance(tmp_path, "runner", services, distributed_backends)
             await partner.runner.Signal(run_pb.SignalRequest(run=run.name, event="takeout_requested"))
             events = await read_to_end(partner.runner.Watch(run_pb.WatchRequest(run=run.name)))
         async with connect(second.address, key=created.api_key) as other:
@@ -91,7 +102,7 @@ async def test_two_runner_instances_record_each_machine_event_once(tmp_path: Pat
     finally:
         if second:
             second.stop()
-        mesh.stop()
+        services_running.__exit__(None, None, None)
         machine.stop()
     # Each event once (the caller's takeout may land before or after the brew ends).
     assert sorted(names(events)) == sorted([
@@ -103,12 +114,16 @@ async def test_two_runner_instances_record_each_machine_event_once(tmp_path: Pat
     assert names(seen_there) == names(events)
 
 
-async def test_a_change_made_on_one_recipes_instance_reaches_the_other(tmp_path: Path) -> None:
-    data = tmp_path / "shared"
-    first = start_mesh_process(data)
-    second = start_mesh_process(data, command=("serve", "recipes", "--partners", first.address))
+async def test_a_change_made_on_one_recipes_instance_reaches_the_other(
+    tmp_path: Path, distributed_backends: DistributedBackends
+) -> None:
+    services_running = separate_services(tmp_path, distributed_backends)
+    services = services_running.__enter__()
+    first = services.recipes
+    second = start_extra_instance(tmp_path, "recipes", services, distributed_backends)
     try:
-        async with connect(first.address, key=first.admin_key) as one, connect(second.address) as two:
+        key = services.partners.admin_key
+        async with connect(first.address, key=key) as one, connect(second.address) as two:
             name = await create_recipe(one, "common", "espresso", volume_ml=40)
             seen = await two.recipes.GetRecipe(recipes_pb2.GetRecipeRequest(name=name))
             assert seen.product_properties.default_volume_ml == 40  # now cached on the second instance
@@ -126,5 +141,5 @@ async def test_a_change_made_on_one_recipes_instance_reaches_the_other(tmp_path:
                 await asyncio.sleep(0.1)
     finally:
         second.stop()
-        first.stop()
+        services_running.__exit__(None, None, None)
     assert volumes[-1] == 60 and len(volumes) < 40

@@ -25,11 +25,11 @@ specs in Redis 7, `COMMAND INFO`):
   only on `brewmesh:events:<own api>` and `brewmesh:relayed:<own api>`.
   Commands a script runs are checked against the caller's ACL as well, so
   a script cannot XADD to another API's stream either.
-- connection: AUTH needs no grant; PING (the bus's start check), HELLO
-  (RESP3 clients), SELECT (a bus URL may name a database: key patterns hold
-  in all of them) and SCRIPT LOAD (redis-py loads the relay script on
-  NOSCRIPT). CLIENT SETINFO, which redis-py sends on connect, is not
-  granted: redis-py ignores its failure, and Redis 7.0 does not know it.
+- connection: AUTH (and HELLO with AUTH) needs no grant; PING (the bus's
+  start check), SELECT (a bus URL may name a database; the key patterns
+  hold in all of them) and SCRIPT LOAD (redis-py loads the relay script on
+  NOSCRIPT). CLIENT SETINFO, which redis-py sends on connect, is left out:
+  redis-py ignores its failure, and Redis 7.0 does not know it.
 
 No pub/sub channels (`resetchannels`), no other keys, no @dangerous command.
 """
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 USER_PREFIX = "brewmesh-"
 DEFAULT_REDIS = "127.0.0.1:6379"
 
-CONNECTION_COMMANDS = ("ping", "hello", "select", "script|load")
+CONNECTION_COMMANDS = ("ping", "select", "script|load")
 LISTENING_COMMANDS = (
     "xread",
     "xrevrange",
@@ -95,31 +95,33 @@ def rules(apis: Sequence[str], password: str) -> list[str]:
 
 
 def render(
-    services: Mapping[str, Sequence[str]],
-    passwords: Mapping[str, str],
-    acl_file: bool = False,
-    redis_address: str | None = None,
+    services: Mapping[str, Sequence[str]], passwords: Mapping[str, str], acl_file: bool = False
 ) -> str:
     """The ACL of a deployment: one line per service, in `services`' order.
 
-    Lines are `ACL SETUSER ...` commands for `redis-cli` (one per line,
-    selectors quoted), or, with `acl_file`, `user ...` lines for a Redis
-    `aclfile`. With `redis_address` (host:port), each user's line is preceded
-    by a comment with the `--bus` URL the service runs with (redis-cli
-    rejects `#` lines, so strip them before piping: `grep -v '^#'`).
+    `ACL SETUSER ...` commands, selectors quoted, to pipe into `redis-cli`;
+    or, with `acl_file`, `user ...` lines for a Redis `aclfile`. Neither
+    takes comments (redis-cli runs `#` as a command; an aclfile refuses it),
+    so the text is only the ACL: see `bus_urls` for what the services run with.
     """
     missing = sorted(set(services) - set(passwords))
     if missing:
         raise ValueError(f"no password for {', '.join(missing)}")
     lines: list[str] = []
     for service, apis in services.items():
-        if redis_address is not None:
-            lines.append(f"# {service}: --bus {bus_url(service, passwords[service], redis_address)}")
         words = rules(apis, passwords[service])
         if acl_file:
             lines.append(" ".join(["user", username(service), *words]))
         else:
             lines.append(" ".join(["ACL", "SETUSER", username(service), *(_quoted(w) for w in words)]))
+    return "\n".join(lines) + "\n"
+
+
+def bus_urls(
+    services: Iterable[str], passwords: Mapping[str, str], redis_address: str = DEFAULT_REDIS
+) -> str:
+    """A `# <service>: --bus <url>` comment line per service."""
+    lines = [f"# {s}: --bus {bus_url(s, passwords[s], redis_address)}" for s in services]
     return "\n".join(lines) + "\n"
 
 
