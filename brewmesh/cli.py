@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
+import sys
 from pathlib import Path
 
-from brewmesh.backends import STORE_SCHEMES, without_password
+from brewmesh.backends import STORE_SCHEMES, redis_acl, without_password
 from brewmesh.machines import DEFAULT_BREW_SECONDS, REFERENCE_MACHINES, ReferenceMachine
 from brewmesh.mesh import BUS_SCHEMES, Backends, Mesh, all_components
 from brewmesh.sdk import DEFAULT_PORT as DEFAULT_MACHINE_PORT
@@ -45,6 +47,31 @@ def main(argv: list[str] | None = None) -> None:
     machine.add_argument(
         "--brew-seconds", type=float, default=DEFAULT_BREW_SECONDS, help="how long a brew takes"
     )
+    acl = commands.add_parser(
+        "redis-acl",
+        help="print Redis ACL users that let each service write only its own APIs' events",
+        description="Print one Redis ACL user per service: each may read every API's events but"
+        " XADD only to its own APIs' streams, so Redis itself refuses a forged event. The ACL goes to"
+        " stdout (pipe it into redis-cli, or save it as an aclfile with --acl-file); the --bus URL"
+        " of each service goes to stderr, as comments.",
+    )
+    acl.add_argument(
+        "--password",
+        action="append",
+        default=[],
+        metavar="SERVICE=PASSWORD",
+        help="a service's Redis password (repeat per service)",
+    )
+    acl.add_argument("--generate-passwords", action="store_true", help="generate the passwords not given")
+    acl.add_argument(
+        "--acl-file", action="store_true", help="aclfile lines (user ...) instead of ACL SETUSER commands"
+    )
+    acl.add_argument(
+        "--redis",
+        metavar="HOST:PORT",
+        default=redis_acl.DEFAULT_REDIS,
+        help="for the --bus URLs (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("up", "serve"):
@@ -61,6 +88,31 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_run(args.host, args.port, args.data_dir, args.component, peers, backends))
     elif args.command == "machine":
         asyncio.run(_machine(REFERENCE_MACHINES[args.kind], args.host, args.port, args.brew_seconds))
+    elif args.command == "redis-acl":
+        _redis_acl(parser, args)
+
+
+def _redis_acl(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    services = redis_acl.apis_by_service(all_components())
+    passwords: dict[str, str] = {}
+    for given in args.password:
+        service, _, password = given.partition("=")
+        if service not in services or not password:
+            parser.error(
+                f"--password: '{service}=...' is not SERVICE=PASSWORD, SERVICE one of {', '.join(services)}"
+            )
+        passwords[service] = password
+    missing = [s for s in services if s not in passwords]
+    if missing and not args.generate_passwords:
+        parser.error(
+            f"redis-acl: no password for {', '.join(missing)}: pass --password or --generate-passwords"
+        )
+    passwords.update({s: secrets.token_urlsafe(24) for s in missing})
+    print(redis_acl.render(services, passwords, acl_file=args.acl_file), end="", flush=True)
+    notes = redis_acl.bus_urls(services, passwords, args.redis)
+    if args.acl_file:
+        notes += "# the aclfile needs a line for the default user too: without one, Redis leaves it open\n"
+    print(notes, end="", file=sys.stderr, flush=True)
 
 
 def _backends(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Backends:

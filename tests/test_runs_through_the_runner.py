@@ -196,3 +196,37 @@ async def test_unreachable_machine_fails_the_run_with_a_reason(partner: PartnerC
     assert "did not start the run" in run.failure_reason and "UNAVAILABLE" in run.failure_reason
     events = await read_to_end(partner.client.runner.Watch(run_pb.WatchRequest(run=run.name)))
     assert names(events) == ["run_requested", "failed"]
+
+
+async def test_concurrent_signals_on_one_run_get_distinct_gap_free_sequences(fleet: Fleet) -> None:
+    machine = REFERENCE_MACHINES["legacy"].build(30.0)  # brews long enough to take every signal
+    port = await machine.start("127.0.0.1:0")
+    try:
+        await register_machines(
+            fleet.runner, NS, {"slow-1": ("legacy", f"127.0.0.1:{port}", ("order_canceled",))}
+        )
+        run = await fleet.runner.runner.Run(
+            run_request("raced", f"partners/{NS}/coffeeMachines/slow-1", fleet.recipe)
+        )
+        signals = [
+            fleet.runner.runner.Signal(run_pb.SignalRequest(run=run.name, event=f"note_{i}"))
+            for i in range(12)
+        ]
+        await asyncio.gather(*signals)
+
+        async def until_every_note() -> list[run_pb.ProgramEvent]:
+            seen: list[run_pb.ProgramEvent] = []
+            async for event in fleet.runner.runner.Watch(run_pb.WatchRequest(run=run.name)):
+                seen.append(event)
+                if sum(e.event.startswith("note_") for e in seen) == 12:
+                    return seen
+            raise AssertionError(f"the stream ended early: {names(seen)}")
+
+        events = await asyncio.wait_for(until_every_note(), 15)
+    finally:
+        await machine.stop(grace=0)
+    sequences = [e.sequence for e in events]
+    assert sequences == list(range(1, len(sequences) + 1))
+    assert sorted(e.event for e in events if e.event.startswith("note_")) == sorted(
+        f"note_{i}" for i in range(12)
+    )
