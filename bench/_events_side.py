@@ -43,7 +43,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -56,7 +56,7 @@ from bench._harness import percentile
 from brewmesh import event_backend
 from brewmesh.apis import ApiRegistry
 from brewmesh.backends import open_store
-from brewmesh.bus.v1 import event_bus_pb2, events_pb2
+from brewmesh.bus.v1 import event_bus_pb2
 from brewmesh.client import connect
 from brewmesh.event_backend import PUBLIC
 from brewmesh.events import Bus, BusSettings, ReceivedEvent
@@ -176,7 +176,8 @@ async def mesh_mode(args: argparse.Namespace) -> None:
         Path(args.data_dir), f"127.0.0.1:{args.port}", pick_components(args.components), None, backends
     )
     bus = mesh.runtime.bus
-    emit({"ready": True, "address": f"127.0.0.1:{mesh.port}", "admin_key": mesh.admin_key, "pid": os.getpid()})
+    address = f"127.0.0.1:{mesh.port}"
+    emit({"ready": True, "address": address, "admin_key": mesh.admin_key, "pid": os.getpid()})
     warming: asyncio.Task[None] | None = None
     try:
         while (words := await commands.next()) is not None:
@@ -326,6 +327,7 @@ async def serve_recorder(recorder: Recorder, commands: Commands) -> None:
         if words and words[0] == "reset":
             recorder.reset(int(words[1]))
             cpu = time.process_time()
+            emit({"reset": True})
         elif words and words[0] == "wait":
             report = await recorder.wait(int(words[1]), float(words[2]))
             emit({**report, "cpu_seconds": time.process_time() - cpu})
@@ -353,7 +355,7 @@ async def listen_mode(args: argparse.Namespace) -> None:
             fired = received.time.replace(tzinfo=UTC).timestamp()
             recorder.got(received.id, payload.recipe.name, int(fired * 1e9))
 
-        bus.listen(f"{RECIPE_API}.{EVENT}", handler, listener_name=LISTENER)
+        bus.listen(f"{RECIPE_API}.{EVENT}", handler, listener_name=LISTENER).add_done_callback(report_end)
         try:
             await serve_recorder(recorder, commands)
         finally:
@@ -379,12 +381,20 @@ async def subscribe_mode(args: argparse.Namespace) -> None:
                 recorder.got(event.id, payload.recipe.name, event.time.ToNanoseconds())
 
     stream = asyncio.create_task(follow())
+    stream.add_done_callback(report_end)
     try:
         await serve_recorder(recorder, commands)
     finally:
         stream.cancel()
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
             await stream
+
+
+def report_end(task: asyncio.Task[None]) -> None:
+    """A listener's stream must not end: say why it did (bench.events stops waiting on it)."""
+    if not task.cancelled():
+        error = task.exception()
+        emit({"error": f"the stream ended: {error!r}" if error else "the stream ended"})
 
 
 # -- load: UpdateRecipe over gRPC ---------------------------------------------------------------
@@ -476,16 +486,11 @@ async def load_mode(args: argparse.Namespace) -> None:
 # -- idle streams -------------------------------------------------------------------------------
 
 
-def idle_requests(args: argparse.Namespace) -> Iterator[Callable[[Any], Any]]:
-    """For stream i, a function opening it on a MeshClient."""
-    runs = args.runs.split(",") if args.runs else []
-    for i in range(args.streams):
-        if args.kind == "watch":
-            request = runner_pb.WatchRequest(run=runs[i % len(runs)])
-            yield functools.partial(lambda client, r: client.runner.Watch(r), r=request)
-        else:
-            subscribe = event_bus_pb2.SubscribeRequest(api=RECIPE_API)
-            yield functools.partial(lambda client, r: client.bus.Subscribe(r), r=subscribe)
+def open_idle(client: Any, kind: str, run: str) -> Any:
+    """One idle stream: a Watch of `run`, or a plain Subscribe from the oldest event."""
+    if kind == "watch":
+        return client.runner.Watch(runner_pb.WatchRequest(run=run))
+    return client.bus.Subscribe(event_bus_pb2.SubscribeRequest(api=RECIPE_API))
 
 
 async def idle_mode(args: argparse.Namespace) -> None:
@@ -496,16 +501,18 @@ async def idle_mode(args: argparse.Namespace) -> None:
     first = asyncio.Semaphore(0)
     received = 0
 
-    async def hold(index: int, open_stream: Callable[[Any], Any]) -> None:
+    runs = args.runs.split(",") if args.runs else [""]
+
+    async def hold(index: int) -> None:
         nonlocal received
         got_first = False
-        async for _ in open_stream(clients[index % len(clients)]):
+        async for _ in open_idle(clients[index % len(clients)], args.kind, runs[index % len(runs)]):
             received += 1
             if not got_first:
                 got_first = True
                 first.release()
 
-    tasks = [asyncio.create_task(hold(i, o)) for i, o in enumerate(idle_requests(args))]
+    tasks = [asyncio.create_task(hold(i)) for i in range(args.streams)]
     try:
         clock = time.perf_counter()
         async with asyncio.timeout(READY_SECONDS):
@@ -557,7 +564,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
-    modes: dict[str, Callable[[argparse.Namespace], Awaitable[None]]] = {
+    modes: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]] = {
         "mesh": mesh_mode,
         "listen": listen_mode,
         "subscribe": subscribe_mode,

@@ -10,7 +10,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from brewmesh.backends import STORE_SCHEMES, redis_acl, without_password
+from brewmesh.backends import STORE_SCHEMES, without_password
 from brewmesh.machines import DEFAULT_BREW_SECONDS, REFERENCE_MACHINES, ReferenceMachine
 from brewmesh.mesh import BUS_SCHEMES, Backends, Mesh, all_components
 from brewmesh.sdk import DEFAULT_PORT as DEFAULT_MACHINE_PORT
@@ -20,6 +20,7 @@ DEFAULT_DATA_DIR = Path("brewmesh-data")
 COMPONENTS = ("partners", "recipes", "runner")
 STORE_ENV = "BREWMESH_STORE"
 BUS_ENV = "BREWMESH_BUS"
+DEFAULT_REDIS = "127.0.0.1:6379"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     acl.add_argument(
         "--redis",
         metavar="HOST:PORT",
-        default=redis_acl.DEFAULT_REDIS,
+        default=DEFAULT_REDIS,
         help="for the --bus URLs (default %(default)s)",
     )
     args = parser.parse_args(argv)
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _redis_acl(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Print the ACL to stdout, ready for redis-cli or an aclfile; the --bus URLs to stderr, as comments."""
+    from brewmesh.backends import redis_acl  # imports the Redis driver: only for this command
+
     services = redis_acl.apis_by_service(all_components())
     passwords: dict[str, str] = {}
     for given in args.password:

@@ -26,6 +26,7 @@ from typing import TypeVar
 import pytest
 import redis
 import redis.asyncio
+from google.protobuf import any_pb2
 from redis.exceptions import NoPermissionError, ResponseError
 
 from brewmesh import cli, event_backend
@@ -40,7 +41,7 @@ from brewmesh.backends.redis_bus import (
 )
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.client import connect
-from brewmesh.event_backend import EVERYTHING, EventRecord, GroupRef
+from brewmesh.event_backend import EVERYTHING, GroupRef
 from brewmesh.mesh import Backends, Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
 from services.partners.component import component as partners_component
@@ -70,7 +71,7 @@ def login(server: RedisServer, passwords: dict[str, str], service: str) -> redis
 
 
 def test_the_deployment_is_built_from_the_components() -> None:
-    assert SERVICES == {c.name: list(c.apis) for c in all_components()}
+    assert {c.name: list(c.apis) for c in all_components()} == SERVICES
     assert set(SERVICES) == {"partners", "recipes", "runner"}
     assert PARTNERS_API in SERVICES["partners"] and RECIPES_API in SERVICES["recipes"]
 
@@ -187,7 +188,8 @@ async def test_a_listener_of_another_api_uses_groups_dead_letters_and_replays(
 ) -> None:
     """The runner listens on the recipes stream with every command the bus's groups use."""
     group = GroupRef(RECIPES_API, "internal", "audit", ())
-    record = EventRecord(RECIPES_API, "recipe_created", "", b"payload", time.time_ns(), "recipes-test")
+    payload = any_pb2.Any(type_url="type.googleapis.com/test.Payload", value=b"payload")
+    record = event_backend.new_record(RECIPES_API, "recipe_created", "", payload, "recipes-test")
     async with (
         bus_as(redis_server, passwords, "recipes", tmp_path / "recipes") as recipes,
         bus_as(redis_server, passwords, "runner", tmp_path / "runner") as runner,
@@ -229,9 +231,8 @@ async def test_a_listener_sees_the_partners_event_and_never_the_forged_one(
     try:
         async with bus_as(redis_server, passwords, "runner", tmp_path / "runner") as listener:
             forger = redis.asyncio.Redis.from_url(redis_acl.bus_url("recipes", passwords["recipes"], address))
-            forged = {"type": "partner_created", "scope": "", "payload": b"", "time_ns": "1", "source": "x"}
             with pytest.raises(NoPermissionError):
-                await forger.xadd(stream_key(PARTNERS_API), forged)
+                await forger.xadd(stream_key(PARTNERS_API), {"type": "partner_created", "source": "x"})
             with pytest.raises(NoPermissionError):
                 await forger.register_script(RELAY_SCRIPT)(
                     keys=[stream_key(PARTNERS_API), relayed_key(PARTNERS_API)],
@@ -292,7 +293,10 @@ def test_the_cli_output_works_with_redis_cli_and_the_printed_urls(
         with redis.Redis.from_url(url) as client:
             assert client.xadd(stream_key(SERVICES[service][0]), {"type": "genuine"})
             with pytest.raises(NoPermissionError):
-                client.xadd(stream_key(SERVICES["runner" if service != "runner" else "partners"][0]), {})
+                client.xadd(
+                    stream_key(SERVICES["runner" if service != "runner" else "partners"][0]),
+                    {"type": "forged"},
+                )
 
 
 @contextlib.contextmanager
@@ -300,10 +304,11 @@ def redis_with_acl_file(base: Path, acl_file: str) -> Iterator[Path]:
     """A redis-server that loads its users from `acl_file`; its unix socket (no port to race for)."""
     (base / "users.acl").write_text(acl_file)
     socket, log = base / "redis.sock", base / "redis.log"
+    command: list[str | Path] = [find_redis(), "--port", "0", "--unixsocket", socket, "--dir", base]
+    command += ["--aclfile", base / "users.acl", "--save", "", "--appendonly", "no"]
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [find_redis(), "--port", "0", "--unixsocket", socket, "--aclfile", base / "users.acl"]
-            + ["--save", "", "--appendonly", "no", "--dir", base],
+            command,
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -18,7 +18,7 @@ from brewmesh.client import MeshClient, connect
 from brewmesh.mesh import Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runtime import Component, Runtime
-from tests.conftest import MeshProcess, grpcurl
+from tests.conftest import MeshProcess, embedded_only, grpcurl
 
 SERVICES = [
     "brewmesh.partners.v1.PartnerService",
@@ -66,6 +66,7 @@ def test_sigterm_stops_gracefully(mesh_process: MeshProcess) -> None:
     assert "draining in-flight calls" in output and "brewmesh stopped" in output
 
 
+@embedded_only
 async def test_stop_ends_open_streams_with_unavailable_and_finishes_calls(mesh: Mesh) -> None:
     async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as client:
         stream = client.bus.Subscribe(bus_pb.SubscribeRequest(api="brewmesh.partners.v1.PartnerService"))

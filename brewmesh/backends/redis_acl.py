@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from brewmesh.runtime import Component
 
 USER_PREFIX = "brewmesh-"
-DEFAULT_REDIS = "127.0.0.1:6379"
 
 CONNECTION_COMMANDS = ("ping", "select", "script|load")
 LISTENING_COMMANDS = (
@@ -117,15 +116,13 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def bus_urls(
-    services: Iterable[str], passwords: Mapping[str, str], redis_address: str = DEFAULT_REDIS
-) -> str:
+def bus_urls(services: Iterable[str], passwords: Mapping[str, str], redis_address: str) -> str:
     """A `# <service>: --bus <url>` comment line per service."""
     lines = [f"# {s}: --bus {bus_url(s, passwords[s], redis_address)}" for s in services]
     return "\n".join(lines) + "\n"
 
 
-def bus_url(service: str, password: str, redis_address: str = DEFAULT_REDIS, db: int = 0) -> str:
+def bus_url(service: str, password: str, redis_address: str, db: int = 0) -> str:
     """The `--bus` URL that logs the service in as its user."""
     return f"redis://{quote(username(service), safe='')}:{quote(password, safe='')}@{redis_address}/{db}"
 

@@ -1,0 +1,852 @@
+"""The event bus against Lightbus 1.1.2 on the same Redis: throughput, delivery time, idle cost.
+
+    .venv/bin/python -m bench.events [--quick] [--events 10000] [--concurrency 1]
+
+Starts its own redis-server on a free port (tests.engines.start_redis) and,
+each in its own process (bench._events_side, through bench._guard), the
+processes of every part, and stops all of them at the end:
+
+(a) Events fired by the authoritative process directly (a mesh process
+    hosting partners and recipes; `--concurrency` loops, each awaiting one
+    `store.write` transaction firing one `recipe_updated` event before the
+    next, as a service fires), delivered to ONE listener group in another
+    process: on Redis a `Bus.listen(..., listener_name="bench")` over its
+    own RedisEventBackend; on the embedded log a gRPC `EventBus.Subscribe`
+    with `listener_name` against the firing process. fired/s = events /
+    firing time; delivered/s = events / (last delivery - first fire);
+    fire->delivery from the event's time (stamped as it is fired, in the
+    same wall clock). The reference: bench/lightbus_side.py, the same
+    number of events, one named listener, on the same Redis (its own db).
+    Targets: Redis >= 10x Lightbus's delivered/s; embedded >= 5x.
+(b) Events fired by UpdateRecipe RPCs with a field mask (a mesh process
+    with every component, as `brewmesh up`; a client process over gRPC),
+    the listener group in a third process through Subscribe. The max write
+    rate (closed loop), then a load paced at 80 % of it: p99 fire->delivery
+    (target <= 50 ms) and whether delivery keeps up (every event delivered,
+    none later than 1 s). Embedded log; Redis with the store on SQLite.
+(c) UpdateRecipe throughput (closed loop) on a fresh mesh (embedded log),
+    then after the log was filled to 100k events of the recipes API (fired
+    directly in the mesh process's store, 1000 per transaction). Target:
+    within 10 %.
+(d) CPU time of one mesh process (embedded log) holding 5,000 idle
+    ProgramRunner.Watch streams on running runs (a machine of bench.machine
+    that waits for `go`) over 10 s, from /proc. Target: < 0.02 cores. Also
+    reported: the same process without watchers, and with 5,000 idle plain
+    EventBus.Subscribe streams.
+
+`--quick` makes every part small (a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import _harness as h
+from bench._events_side import NAMESPACE, recipe_name, update_request
+from bench.lightbus_env import SIDE_SCRIPT, ensure_lightbus_venv
+from bench.run_latency import BURST_MACHINE, RECIPE, VOLUME_ML
+from bench.run_latency import set_up as set_up_runs
+from brewmesh.client import connect
+from brewmesh.partners.v1 import partners_pb2
+from brewmesh.recipes.v1 import recipes_pb2
+from brewmesh.runner.v1 import program_runner_pb2 as runner_pb
+
+REDIS_TARGET = 10.0
+EMBEDDED_TARGET = 5.0
+P99_TARGET_MS = 50.0
+KEEP_UP_MS = 1000.0
+FILL_TARGET = 0.10
+IDLE_TARGET_CORES = 0.02
+FILLED_LOG = 100_000
+CALL_SECONDS = 10.0
+CHILD_READY_SECONDS = 60.0
+STOP_SECONDS = 10.0
+LINE_LIMIT = 1 << 20
+SETTLE_SECONDS = 2.0
+RECIPES = 32
+LOAD_CONCURRENCY = 32
+PACED_MAX_IN_FLIGHT = 256
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool
+    events: int
+    concurrency: int
+    duration: float
+    paced_duration: float
+    rounds: int
+    fill: int
+    watchers: int
+    runs: int
+    idle_seconds: float
+
+    @property
+    def lightbus_timeout(self) -> float:
+        return 60.0 + self.events / 100
+
+
+def parse_options(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.events", description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="every part small: a smoke run (< 1 min)")
+    parser.add_argument("--events", type=int, help="events fired in (a), each side (10000; quick 1000)")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="firing loops in (a), each side (1: each fire awaited)"
+    )
+    args = parser.parse_args(argv)
+    events = args.events or (1000 if args.quick else 10_000)
+    if not (100 <= events <= 100_000 and 1 <= args.concurrency <= 64):
+        parser.error("--events 100..100000 and --concurrency 1..64: the benchmark stays bounded")
+    if args.quick:
+        return Options(True, events, args.concurrency, 1.5, 2.0, 1, 10_000, 500, 10, 2.0)
+    return Options(False, events, args.concurrency, 4.0, 8.0, 3, FILLED_LOG, 5000, 100, 10.0)
+
+
+# -- child processes ------------------------------------------------------------------------------
+
+
+class ChildFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Child:
+    """A child process speaking JSON lines (bench._events_side, or lightbus_side.py)."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        return h.cpu_seconds(self.pid) or 0.0
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    async def read(self, key: str, seconds: float = CHILD_READY_SECONDS) -> dict[str, Any]:
+        """The next JSON line carrying `key` (other lines are ignored; an `error` line fails)."""
+        assert self.process.stdout is not None
+        try:
+            async with asyncio.timeout(seconds):
+                while line := await self.process.stdout.readline():
+                    with contextlib.suppress(ValueError):
+                        message = json.loads(line)
+                        if isinstance(message, dict) and key in message:
+                            return message
+                        if isinstance(message, dict) and "error" in message:
+                            raise ChildFailed(f"{self.name}: {message['error']}\n{self.log_tail()}")
+        except TimeoutError:
+            raise ChildFailed(f"{self.name} said no {key!r} in {seconds:g} s:\n{self.log_tail()}") from None
+        code = await self.process.wait()
+        raise ChildFailed(f"{self.name} exited ({code}) without {key!r}:\n{self.log_tail()}")
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+
+    async def ask(self, line: str, key: str, seconds: float = CHILD_READY_SECONDS) -> dict[str, Any]:
+        self.send(line)
+        return await self.read(key, seconds)
+
+    async def stop(self) -> None:
+        """Close its stdin (it stops by itself), then SIGTERM, then SIGKILL: gone when this returns."""
+        if self.process.returncode is None and self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        for signal_it in (None, self.process.terminate, self.process.kill):
+            if signal_it is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal_it()
+            try:
+                await asyncio.wait_for(self.process.wait(), STOP_SECONDS)
+                return
+            except TimeoutError:
+                continue
+
+
+@dataclass
+class Children:
+    """Starts children; stops every one of them (newest first) on exit."""
+
+    log_dir: Path
+    started: list[Child] = field(default_factory=list)
+
+    async def start(self, name: str, command: Sequence[str]) -> Child:
+        log_path = self.log_dir / f"{name}.log"
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(h.REPO), environment.get("PYTHONPATH", "")) if p
+        )
+        with log_path.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench._guard",
+                str(os.getpid()),
+                *command,
+                cwd=h.REPO,
+                env=environment,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+                limit=LINE_LIMIT,
+            )
+        child = Child(name, process, log_path)
+        self.started.append(child)
+        return child
+
+    async def side(self, name: str, *args: str) -> Child:
+        return await self.start(name, [sys.executable, "-m", "bench._events_side", *args])
+
+    async def stop(self, child: Child) -> None:
+        await child.stop()
+        if child in self.started:
+            self.started.remove(child)
+
+    async def stop_all(self) -> None:
+        while self.started:
+            await self.started.pop().stop()
+
+
+@contextlib.asynccontextmanager
+async def children(log_dir: Path) -> AsyncIterator[Children]:
+    started = Children(log_dir)
+    try:
+        yield started
+    finally:
+        await asyncio.shield(started.stop_all())
+
+
+@dataclass(frozen=True)
+class MeshProcess:
+    child: Child
+    address: str
+    admin_key: str
+
+
+async def start_mesh(
+    kids: Children, name: str, data_dir: Path, components: str = "all", bus_url: str = ""
+) -> MeshProcess:
+    args = ["mesh", "--data-dir", str(data_dir), "--components", components]
+    if bus_url:
+        args += ["--bus-url", bus_url]
+    child = await kids.side(name, *args)
+    ready = await child.read("ready")
+    return MeshProcess(child, ready["address"], ready["admin_key"])
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    part: str
+    figure: str
+    value: str
+    target: str = ""
+    reference: str = ""
+    met: bool | None = None
+    """None: no target (information)."""
+
+
+def fmt(value: float | None, digits: int = 0, unit: str = "") -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    headers = ("part", "figure", "value", "target", "reference (Lightbus 1.1.2)", "verdict")
+    cells = [
+        (
+            r.part,
+            r.figure,
+            r.value,
+            r.target,
+            r.reference,
+            "" if r.met is None else ("met" if r.met else "MISSED"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(headers[i]), *(len(c[i]) for c in cells)) for i in range(len(headers))]
+    line = "  ".join(f"{headers[i]:<{widths[i]}}" for i in range(len(headers)))
+    print()
+    print(line)
+    print("-" * len(line))
+    for c in cells:
+        print("  ".join(f"{c[i]:<{widths[i]}}" if i < 2 else f"{c[i]:>{widths[i]}}" for i in range(len(c))))
+
+
+# -- (a) firing directly --------------------------------------------------------------------------
+
+
+@dataclass
+class Flow:
+    """Events fired in one process and delivered to a listener group in another."""
+
+    fired: int
+    fired_per_s: float
+    delivered: int
+    delivered_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    duplicates: int = 0
+    firer_cpu: float = 0.0
+    listener_cpu: float = 0.0
+
+
+async def lightbus_reference(kids: Children, redis_url: str, options: Options) -> dict[str, Any]:
+    python = await asyncio.to_thread(ensure_lightbus_venv, h.REPO)
+    command = [str(python), str(SIDE_SCRIPT), "--redis-url", redis_url, "--events", str(options.events)]
+    command += ["--concurrency", str(options.concurrency), "--timeout", str(options.lightbus_timeout)]
+    child = await kids.start("lightbus", command)
+    try:
+        result = await child.read("delivered_per_s", options.lightbus_timeout + 30)
+    finally:
+        await kids.stop(child)
+    if not result.get("complete"):
+        raise ChildFailed(f"Lightbus did not deliver every event: {result}\n{child.log_tail()}")
+    return result
+
+
+async def fire_directly(kids: Children, tmp: Path, options: Options, redis_url: str) -> Flow:
+    """Part (a) on one bus: Redis when `redis_url`, else the embedded log."""
+    tag = "redis" if redis_url else "embedded"
+    mesh = await start_mesh(kids, f"a-{tag}-firer", tmp / f"a-{tag}", "partners,recipes", redis_url)
+    if redis_url:
+        listener = await kids.side(f"a-{tag}-listener", "listen", "--redis-url", redis_url)
+    else:
+        listener = await kids.side(
+            f"a-{tag}-listener", "subscribe", "--address", mesh.address, "--key", mesh.admin_key
+        )
+    try:
+        mesh.child.send("warm")  # until the listener has its group and its first event
+        await listener.read("ready")
+        await listener.ask(f"reset {time.time_ns()}", "reset")
+        bound = 60.0 + options.events / 100
+        fired = await mesh.child.ask(f"fire {options.events} {options.concurrency}", "fired", bound)
+        heard = await listener.ask(f"wait {options.events} {bound}", "delivered", bound + 10)
+    finally:
+        await kids.stop(listener)
+        await kids.stop(mesh.child)
+    start = fired["fire_start_ns"] / 1e9
+    last = heard["last_delivery"]
+    return Flow(
+        fired["fired"],
+        fired["fired"] / fired["fire_seconds"],
+        heard["delivered"],
+        heard["delivered"] / (last - start) if heard["delivered"] and last > start else float("nan"),
+        heard["p50_ms"],
+        heard["p99_ms"],
+        heard["max_ms"],
+        heard["duplicates"],
+        fired["cpu_seconds"] / fired["fire_seconds"],
+        heard["cpu_seconds"] / (last - start) if last > start else float("nan"),
+    )
+
+
+def rows_a(lightbus: dict[str, Any], flows: dict[str, Flow], options: Options) -> list[Row]:
+    lb_delivered = float(lightbus["delivered_per_s"])
+    rows = [
+        Row(
+            "(a) Lightbus",
+            f"fired/s, delivered/s ({options.events} events, {options.concurrency} loop(s))",
+            f"{fmt(lightbus['fired_per_s'])} / {fmt(lb_delivered)}",
+        ),
+        Row(
+            "(a) Lightbus",
+            "fire->delivery p50 / p99 ms",
+            f"{fmt(lightbus['p50_ms'], 1)} / {fmt(lightbus['p99_ms'], 1)}",
+        ),
+    ]
+    for tag, label, target in (
+        ("redis", "(a) Redis bus", REDIS_TARGET),
+        ("embedded", "(a) embedded", EMBEDDED_TARGET),
+    ):
+        flow = flows[tag]
+        complete = flow.delivered == flow.fired == options.events
+        rows += [
+            Row(
+                label,
+                f"fired/s, delivered/s{'' if complete else ' (NOT every event delivered!)'}",
+                f"{fmt(flow.fired_per_s)} / {fmt(flow.delivered_per_s)}",
+                "",
+                f"{fmt(lightbus['fired_per_s'])} / {fmt(lb_delivered)}",
+            ),
+            Row(
+                label,
+                "fire->delivery p50 / p99 ms",
+                f"{fmt(flow.p50_ms, 1)} / {fmt(flow.p99_ms, 1)}",
+                "",
+                f"{fmt(lightbus['p50_ms'], 1)} / {fmt(lightbus['p99_ms'], 1)}",
+            ),
+            Row(
+                label,
+                "firer / listener CPU, cores",
+                f"{fmt(flow.firer_cpu, 2)} / {fmt(flow.listener_cpu, 2)}",
+            ),
+            Row(
+                label,
+                "delivered/s vs Lightbus",
+                f"{flow.delivered_per_s / lb_delivered:.2f}x",
+                f">= {target:g}x",
+                fmt(lb_delivered),
+                complete and flow.delivered_per_s >= target * lb_delivered,
+            ),
+        ]
+    return rows
+
+
+# -- (b) UpdateRecipe to a listener group ---------------------------------------------------------
+
+
+async def set_up_recipes(address: str, admin_key: str) -> str:
+    """A partner with RECIPES recipes; its key."""
+    async with connect(address, admin_key) as admin:
+        created = await admin.partners.CreatePartner(
+            partners_pb2.CreatePartnerRequest(
+                namespace=NAMESPACE, partner=partners_pb2.Partner(display_name="Benchmark Coffee")
+            ),
+            timeout=CALL_SECONDS,
+        )
+    key: str = created.api_key
+    async with connect(address, key) as partner:
+        for i in range(RECIPES):
+            await partner.recipes.CreateRecipe(
+                recipes_pb2.CreateRecipeRequest(
+                    namespace=NAMESPACE,
+                    id_component=recipe_name(i).rpartition(":")[2],
+                    recipe=recipes_pb2.Recipe(
+                        product_properties=recipes_pb2.ProductProperties(default_volume_ml=100),
+                        execution_properties=recipes_pb2.ExecutionProperties(program_id="lungo"),
+                    ),
+                ),
+                timeout=CALL_SECONDS,
+            )
+    return key
+
+
+@dataclass(frozen=True)
+class Load:
+    ok: int
+    requests: int
+    errors: int
+    skipped: int
+    first_error: str
+    p50_ms: float | None
+    p99_ms: float | None
+    end: float
+    seconds: float
+    mesh_cores: float
+    client_cores: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+async def run_load(
+    kids: Children, name: str, mesh: MeshProcess, key: str, seconds: float, warmup: float, rate: float = 0.0
+) -> Load:
+    """UpdateRecipe from a client process: closed loop (rate 0) or paced; with the mesh's CPU over it."""
+    concurrency = PACED_MAX_IN_FLIGHT if rate else LOAD_CONCURRENCY
+    args = ["load", "--address", mesh.address, "--key", key, "--recipes", str(RECIPES)]
+    args += ["--concurrency", str(concurrency), "--warmup", str(warmup), "--duration", str(seconds)]
+    args += ["--rate", str(rate)]
+    cpu_before = mesh.child.cpu_seconds()
+    clock = time.perf_counter()
+    child = await kids.side(name, *args)
+    try:
+        result = await child.read("ok", warmup + seconds + 60)
+    finally:
+        await kids.stop(child)
+    wall = time.perf_counter() - clock
+    return Load(
+        result["ok"],
+        result["requests"],
+        result["errors"],
+        result["skipped"],
+        result["first_error"],
+        result["p50_ms"],
+        result["p99_ms"],
+        result["end_ns"] / 1e9,
+        seconds,
+        (mesh.child.cpu_seconds() - cpu_before) / wall,
+        result["client_cpu"] / (warmup + seconds),
+    )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    load: Load
+    delivered: int
+    duplicates: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    drain_ms: float
+    listener_cores: float
+
+    @property
+    def keeps_up(self) -> bool:
+        return self.delivered == self.load.ok and (self.max_ms or 0.0) <= KEEP_UP_MS
+
+
+async def load_and_deliver(
+    kids: Children,
+    name: str,
+    mesh: MeshProcess,
+    key: str,
+    listener: Child,
+    seconds: float,
+    warmup: float,
+    rate: float = 0.0,
+) -> Delivery:
+    await listener.ask(f"reset {time.time_ns()}", "reset")
+    load = await run_load(kids, name, mesh, key, seconds, warmup, rate)
+    heard = await listener.ask(f"wait {load.ok} 30", "delivered", 40)
+    return Delivery(
+        load,
+        heard["delivered"],
+        heard["duplicates"],
+        heard["p50_ms"],
+        heard["p99_ms"],
+        heard["max_ms"],
+        1e3 * (heard["last_delivery"] - load.end) if heard["delivered"] else float("nan"),
+        heard["cpu_seconds"] / (warmup + seconds),
+    )
+
+
+async def warm_listener(address: str, key: str, listener: Child) -> None:
+    """UpdateRecipe calls until the listener has its group and its first event."""
+    reading = asyncio.ensure_future(listener.read("ready"))
+    async with connect(address, key) as client:
+        for i in range(int(CHILD_READY_SECONDS / 0.02)):
+            await client.recipes.UpdateRecipe(update_request(i, RECIPES), timeout=CALL_SECONDS)
+            done, _ = await asyncio.wait({reading}, timeout=0.02)
+            if done:
+                break
+    await reading
+
+
+async def updates_delivered(
+    kids: Children, tmp: Path, options: Options, redis_url: str
+) -> tuple[Delivery, Delivery]:
+    """Part (b) on one bus: the max write rate, then 80 % of it."""
+    tag = "redis" if redis_url else "embedded"
+    mesh = await start_mesh(kids, f"b-{tag}-mesh", tmp / f"b-{tag}", "all", redis_url)
+    key = await set_up_recipes(mesh.address, mesh.admin_key)
+    listener = await kids.side(
+        f"b-{tag}-listener", "subscribe", "--address", mesh.address, "--key", mesh.admin_key
+    )
+    try:
+        await warm_listener(mesh.address, key, listener)
+        at_max = await load_and_deliver(
+            kids, f"b-{tag}-max", mesh, key, listener, options.duration, 1.0 if not options.quick else 0.5
+        )
+        paced = await load_and_deliver(
+            kids, f"b-{tag}-80", mesh, key, listener, options.paced_duration, 0.0, 0.8 * at_max.load.rate
+        )
+    finally:
+        await kids.stop(listener)
+        await kids.stop(mesh.child)
+    return at_max, paced
+
+
+def load_problem(load: Load) -> str:
+    if load.errors:
+        return f" ({load.errors} errors: {load.first_error})"
+    if load.skipped:
+        return f" ({load.skipped} calls not sent: the client fell behind)"
+    return ""
+
+
+def rows_b(results: dict[str, tuple[Delivery, Delivery]]) -> list[Row]:
+    rows: list[Row] = []
+    for tag, label in (("embedded", "(b) embedded"), ("redis", "(b) Redis+SQLite")):
+        at_max, paced = results[tag]
+        rows += [
+            Row(
+                label,
+                "max UpdateRecipe/s (closed loop, 32 in flight)" + load_problem(at_max.load),
+                fmt(at_max.load.rate),
+            ),
+            Row(
+                label,
+                "  at max: mesh / client / listener CPU, cores",
+                f"{fmt(at_max.load.mesh_cores, 2)} / {fmt(at_max.load.client_cores, 2)}"
+                f" / {fmt(at_max.listener_cores, 2)}",
+            ),
+            Row(
+                label,
+                "  at max: delivered, fire->delivery p99 / max ms",
+                f"{at_max.delivered}/{at_max.load.ok}, {fmt(at_max.p99_ms, 1)} / {fmt(at_max.max_ms, 1)}",
+            ),
+            Row(
+                label,
+                "at 80 %: UpdateRecipe/s paced, RPC p50 / p99 ms" + load_problem(paced.load),
+                f"{fmt(paced.load.rate)}, {fmt(paced.load.p50_ms, 1)} / {fmt(paced.load.p99_ms, 1)}",
+            ),
+            Row(
+                label,
+                "at 80 %: fire->delivery p50 / p99 ms",
+                f"{fmt(paced.p50_ms, 1)} / {fmt(paced.p99_ms, 1)}",
+                f"p99 <= {P99_TARGET_MS:g}",
+                "",
+                paced.p99_ms is not None and paced.p99_ms <= P99_TARGET_MS,
+            ),
+            Row(
+                label,
+                "at 80 %: delivery keeps up (delivered, max ms, last after load end)",
+                f"{paced.delivered}/{paced.load.ok}, {fmt(paced.max_ms, 1)}, {fmt(paced.drain_ms, 1)} ms",
+                f"all, max <= {KEEP_UP_MS:g} ms",
+                "",
+                paced.keeps_up and not paced.load.errors,
+            ),
+        ]
+    return rows
+
+
+# -- (c) throughput before and after a big log ----------------------------------------------------
+
+
+async def big_log(kids: Children, tmp: Path, options: Options) -> tuple[list[Load], list[Load], int, float]:
+    mesh = await start_mesh(kids, "c-mesh", tmp / "c-embedded")
+    try:
+        key = await set_up_recipes(mesh.address, mesh.admin_key)
+        warmup = 0.5 if options.quick else 1.0
+        fresh = [
+            await run_load(kids, f"c-fresh-{i}", mesh, key, options.duration, warmup)
+            for i in range(options.rounds)
+        ]
+        logged = (await mesh.child.ask("count", "logged"))["logged"]
+        filled = await mesh.child.ask(f"fill {max(0, options.fill - logged)}", "filled", 300)
+        await asyncio.sleep(SETTLE_SECONDS)  # the WAL checkpoint after the fill
+        after = [
+            await run_load(kids, f"c-after-{i}", mesh, key, options.duration, warmup)
+            for i in range(options.rounds)
+        ]
+    finally:
+        await kids.stop(mesh.child)
+    return fresh, after, int(filled["logged"]), float(filled["seconds"])
+
+
+def rows_c(
+    fresh: list[Load], after: list[Load], logged: int, fill_seconds: float, options: Options
+) -> list[Row]:
+    before_rate = statistics.median(load.rate for load in fresh)
+    after_rate = statistics.median(load.rate for load in after)
+    ratio = after_rate / before_rate
+    rounds = f"median of {options.rounds} x {options.duration:g} s"
+    problems = "".join(load_problem(load) for load in (*fresh, *after))
+    return [
+        Row("(c) embedded", f"UpdateRecipe/s on a fresh mesh ({rounds}){problems}", fmt(before_rate)),
+        Row(
+            "(c) embedded",
+            f"UpdateRecipe/s with {logged:,} events logged (filled in {fill_seconds:.1f} s)",
+            fmt(after_rate),
+        ),
+        Row(
+            "(c) embedded",
+            "after / fresh",
+            f"{ratio:.3f}",
+            f">= {1 - FILL_TARGET:.2f}",
+            "",
+            ratio >= 1 - FILL_TARGET and not problems,
+        ),
+    ]
+
+
+# -- (d) idle watchers ----------------------------------------------------------------------------
+
+
+async def start_runs(address: str, key: str, runs: int) -> list[str]:
+    """`runs` runs on the machine that waits for `go`: all running, none ending."""
+    names = [f"programRuns/idle-{i}" for i in range(runs)]
+    async with connect(address, key) as client:
+        gate = asyncio.Semaphore(8)
+
+        async def run(i: int) -> None:
+            async with gate:
+                await client.runner.Run(
+                    runner_pb.RunRequest(
+                        run_id=f"idle-{i}", machine=BURST_MACHINE, recipe=RECIPE, volume_ml=VOLUME_ML
+                    ),
+                    timeout=CALL_SECONDS,
+                )
+
+        await asyncio.gather(*(run(i) for i in range(runs)))
+        async with asyncio.timeout(CHILD_READY_SECONDS):
+            for name in names:
+                while True:
+                    got = await client.runner.GetRun(runner_pb.GetRunRequest(name=name), timeout=CALL_SECONDS)
+                    if got.state == runner_pb.ProgramRun.STATE_RUNNING:
+                        break
+                    if got.state != runner_pb.ProgramRun.STATE_PENDING:
+                        raise RuntimeError(f"{name} is {runner_pb.ProgramRun.State.Name(got.state)}")
+                    await asyncio.sleep(0.05)
+    return names
+
+
+@dataclass(frozen=True)
+class Idle:
+    label: str
+    streams: int
+    cores: float
+    open_after: int
+    setup_seconds: float
+
+
+async def idle_cpu(child: Child, seconds: float) -> float:
+    before = child.cpu_seconds()
+    clock = time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (child.cpu_seconds() - before) / (time.perf_counter() - clock)
+
+
+async def idle_streams(
+    kids: Children, mesh: MeshProcess, key: str, kind: str, streams: int, runs: Sequence[str], seconds: float
+) -> Idle:
+    args = ["idle", "--address", mesh.address, "--key", key, "--kind", kind, "--streams", str(streams)]
+    if runs:
+        args += ["--runs", ",".join(runs)]
+    child = await kids.side(f"d-{kind}", *args)
+    try:
+        ready = await child.read("ready", 180)
+        await asyncio.sleep(SETTLE_SECONDS)
+        cores = await idle_cpu(mesh.child, seconds)
+        still = await child.ask("status", "open")
+    finally:
+        await kids.stop(child)
+    return Idle(kind, streams, cores, int(still["open"]), float(ready["seconds"]))
+
+
+async def idle_watchers(kids: Children, tmp: Path, options: Options) -> tuple[float, list[Idle]]:
+    with h.Servers(tmp) as servers:
+        port = h.free_port()
+        machine = await asyncio.to_thread(
+            servers.start, "d-machine", h.python_module("bench.machine", "--port", str(port)), port
+        )
+        mesh = await start_mesh(kids, "d-mesh", tmp / "d-embedded")
+        try:
+            key = await set_up_runs(mesh.address, mesh.admin_key, machine.address)
+            runs = await start_runs(mesh.address, key, options.runs)
+            await asyncio.sleep(SETTLE_SECONDS)
+            baseline = await idle_cpu(mesh.child, options.idle_seconds)
+            measured = [
+                await idle_streams(kids, mesh, key, "watch", options.watchers, runs, options.idle_seconds),
+                await idle_streams(kids, mesh, key, "subscribe", options.watchers, (), options.idle_seconds),
+            ]
+        finally:
+            await kids.stop(mesh.child)
+    return baseline, measured
+
+
+def rows_d(baseline: float, measured: list[Idle], options: Options) -> list[Row]:
+    window = f"over {options.idle_seconds:g} s"
+    rows = [
+        Row("(d) embedded", f"mesh CPU, {options.runs} running runs, no watcher ({window})", fmt(baseline, 4))
+    ]
+    for idle in measured:
+        what = (
+            f"{idle.streams:,} idle ProgramRunner.Watch on {options.runs} runs"
+            if idle.label == "watch"
+            else f"{idle.streams:,} idle plain EventBus.Subscribe"
+        )
+        all_open = idle.open_after == idle.streams
+        rows.append(
+            Row(
+                "(d) embedded",
+                f"mesh CPU, cores, {what} ({window}; opened in {idle.setup_seconds:.1f} s)"
+                + ("" if all_open else f" (only {idle.open_after} still open!)"),
+                fmt(idle.cores, 4),
+                f"< {IDLE_TARGET_CORES:g}",
+                "",
+                idle.cores < IDLE_TARGET_CORES and all_open,
+            )
+        )
+    return rows
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+async def measure(options: Options, tmp: Path, redis_base_url: str) -> list[Row]:
+    def db(n: int) -> str:  # each part on a Redis database of its own: nothing left over in between
+        return redis_base_url.rsplit("/", 1)[0] + f"/{n}"
+
+    rows: list[Row] = []
+    async with children(tmp) as kids:
+        print(f"  (a) Lightbus 1.1.2: {options.events} events ...", flush=True)
+        lightbus = await lightbus_reference(kids, db(0), options)
+        flows: dict[str, Flow] = {}
+        for tag, url in (("redis", db(1)), ("embedded", "")):
+            print(f"  (a) {tag}: {options.events} events fired directly ...", flush=True)
+            flows[tag] = await fire_directly(kids, tmp, options, url)
+        rows += rows_a(lightbus, flows, options)
+        deliveries: dict[str, tuple[Delivery, Delivery]] = {}
+        for tag, url in (("embedded", ""), ("redis", db(2))):
+            print(f"  (b) {tag}: UpdateRecipe at the max rate, then at 80 % ...", flush=True)
+            deliveries[tag] = await updates_delivered(kids, tmp, options, url)
+        rows += rows_b(deliveries)
+        print(f"  (c) UpdateRecipe on a fresh mesh, then with {options.fill:,} events logged ...", flush=True)
+        rows += rows_c(*(await big_log(kids, tmp, options)), options)
+        print(f"  (d) {options.watchers:,} idle streams ...", flush=True)
+        rows += rows_d(*(await idle_watchers(kids, tmp, options)), options)
+    return rows
+
+
+def run(options: Options) -> bool:
+    from tests.engines import start_redis  # test code, reused: a real redis-server on a free port
+
+    print(f"events: {h.machine_summary()}; {h.load_summary()}" + ("; --quick" if options.quick else ""))
+    clock = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="brewmesh-bench-") as tmp, start_redis(Path(tmp)) as redis:
+        redis_url = redis.url(password=redis.password)
+        print(f"  redis-server on {redis.host}:{redis.port}", flush=True)
+        rows = asyncio.run(measure(options, Path(tmp), redis_url))
+    print_table(rows)
+    print(
+        "fired/s: events / firing time; delivered/s: events / (last delivery - first fire); fire->delivery: "
+        "from the event's time (stamped at fire) to its handler, nearest-rank percentiles; CPU from /proc."
+    )
+    print()
+    for row in rows:
+        if row.met is not None:
+            print(
+                f"{'met   ' if row.met else 'MISSED'}  {row.part}: {row.figure.strip()} = {row.value} "
+                f"(target {row.target})"
+            )
+    ok = all(row.met for row in rows if row.met is not None)
+    print(f"result: {'every target met' if ok else 'target MISSED'} ({time.perf_counter() - clock:.0f} s)")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_options(argv)
+    h.run_benchmark(lambda: run(options))
+
+
+if __name__ == "__main__":
+    main()
