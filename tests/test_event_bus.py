@@ -81,7 +81,7 @@ async def test_subscriber_sees_events_in_order_and_resumes_after_an_id(mesh: Mes
     rest = await take(admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS, after_id=first[-1].id)), 1)
     rest[0].payload.Unpack(payload)
     assert payload.partner.namespace == "gamma-co"
-    assert int(rest[0].id) > int(first[-1].id)
+    assert rest[0].id not in {e.id for e in first}  # ids are opaque: only resumption order counts
 
 
 async def test_subscriber_receives_events_fired_after_it_subscribed(mesh: Mesh, admin: MeshClient) -> None:
@@ -137,6 +137,7 @@ async def test_subscribe_rejects_unknown_api_and_events(admin: MeshClient) -> No
     assert [v.field for v in field_violations(unknown.value)] == ["api"]
 
 
+@embedded_only  # served_here is about the answering process
 async def test_list_apis_shows_declared_events(anonymous: MeshClient) -> None:
     apis = {a.name: a for a in (await anonymous.bus.ListApis(bus_pb.ListApisRequest())).apis}
     partners = apis[PARTNERS]

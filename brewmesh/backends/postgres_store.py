@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ATTEMPTS = 30
+UNIQUE_ATTEMPTS = 5
 CONNECT_SECONDS = 10
 # Any constant: the advisory lock that makes migrations one at a time across processes.
 MIGRATION_LOCK = 0x6272_6577
@@ -97,7 +98,10 @@ class PostgresBackend:
                 # Back off a little, at random, so racing writers do not collide again.
                 time.sleep(random.uniform(0, 0.002 * attempt))
             except errors.UniqueViolation as error:
-                raise Conflict(str(error)) from error
+                # A concurrent writer took the key: run again, so code that looks first
+                # sees it (and answers ALREADY_EXISTS); a blind insert that still clashes conflicts.
+                if attempt >= UNIQUE_ATTEMPTS:
+                    raise Conflict(str(error)) from error
             except psycopg.OperationalError as error:
                 self._drop_connection()
                 raise Unavailable(f"the PostgreSQL store is unavailable: {error}".strip()) from error

@@ -105,19 +105,6 @@ def append_event(
     now = datetime.now(UTC)
     state = next_state(run.state, event)
     recorded = RunEvent(run_id, run.last_sequence + 1, event, attributes, context_changes, origin, state, now)
-    tx.execute(
-        "INSERT INTO program_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            run_id,
-            recorded.sequence,
-            event,
-            json.dumps(attributes),
-            json.dumps(context_changes),
-            int(origin),
-            int(state),
-            now.isoformat(),
-        ),
-    )
     updated = replace(
         run,
         state=state,
@@ -138,6 +125,20 @@ def append_event(
             updated.machine_cursor,
             now.isoformat(),
             run_id,
+        ),
+    )
+    # After the run's row is updated: a concurrent writer of the same run then loses on that row.
+    tx.execute(
+        "INSERT INTO program_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            recorded.sequence,
+            event,
+            json.dumps(attributes),
+            json.dumps(context_changes),
+            int(origin),
+            int(state),
+            now.isoformat(),
         ),
     )
     return updated, recorded
