@@ -26,8 +26,9 @@ through bench._guard also dies with its parent. Modes:
   reports once done.
 - `idle`: many streams that then stay idle (`watch`: ProgramRunner.Watch of
   running runs; `subscribe`: plain EventBus.Subscribe from the oldest
-  event); says `ready` once every stream has its first message, then holds
-  them until its stdin closes.
+  event; `group`: the same with a listener name each), opened in waves;
+  says `ready` once every stream has its first message, then holds them
+  until its stdin closes (any line: how many are still open).
 """
 
 from __future__ import annotations
@@ -56,13 +57,14 @@ from bench._harness import percentile
 from brewmesh import event_backend
 from brewmesh.apis import ApiRegistry
 from brewmesh.backends import open_store
-from brewmesh.bus.v1 import event_bus_pb2
+from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
 from brewmesh.client import connect
 from brewmesh.event_backend import PUBLIC
 from brewmesh.events import Bus, BusSettings, ReceivedEvent
 from brewmesh.mesh import Backends, Mesh, all_components
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as runner_pb
+from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.storage import Tx
 
 T = TypeVar("T")
@@ -77,7 +79,7 @@ LISTENER = "bench"
 WARM_EVERY_SECONDS = 0.02
 FILL_BATCH = 1000
 CALL_SECONDS = 10.0
-READY_SECONDS = 120.0
+READY_SECONDS = 90.0
 
 
 def emit(message: dict[str, Any]) -> None:
@@ -420,6 +422,7 @@ async def load_mode(args: argparse.Namespace) -> None:
     try:
         for client in clients:  # every channel connected before the clock starts
             await client.recipes.GetRecipe(recipes_pb2.GetRecipeRequest(name=recipe_name(0)), timeout=10)
+        emit({"started": True})
         began = time.monotonic()
         window_start = began + args.warmup
         window_end = window_start + args.duration
@@ -486,47 +489,82 @@ async def load_mode(args: argparse.Namespace) -> None:
 # -- idle streams -------------------------------------------------------------------------------
 
 
-def open_idle(client: Any, kind: str, run: str) -> Any:
-    """One idle stream: a Watch of `run`, or a plain Subscribe from the oldest event."""
+def open_idle(channel: grpc.aio.Channel, kind: str, index: int, run: str, key: str) -> Any:
+    """Idle stream `index`: a Watch of `run`, a plain Subscribe from the oldest event, or a
+    Subscribe with a listener name (a group of its own) from the oldest event."""
+    metadata = (("authorization", f"Bearer {key}"),)
     if kind == "watch":
-        return client.runner.Watch(runner_pb.WatchRequest(run=run))
-    return client.bus.Subscribe(event_bus_pb2.SubscribeRequest(api=RECIPE_API))
+        watch = program_runner_pb2_grpc.ProgramRunnerStub(channel).Watch
+        return watch(runner_pb.WatchRequest(run=run), metadata=metadata)
+    listener = f"idle-{index}" if kind == "group" else ""
+    subscribe = event_bus_pb2_grpc.EventBusStub(channel).Subscribe
+    return subscribe(
+        event_bus_pb2.SubscribeRequest(api=RECIPE_API, listener_name=listener), metadata=metadata
+    )
 
 
 async def idle_mode(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
     commands = Commands()
     await commands.open()
-    clients = [connect(args.address, args.key) for _ in range(args.channels)]
+    # A connection each (grpc shares one between equal channels otherwise), as many clients would have.
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(args.address, options=options) for _ in range(args.channels)]
     first = asyncio.Semaphore(0)
-    received = 0
-
+    received = started = 0
+    failures: list[str] = []
     runs = args.runs.split(",") if args.runs else [""]
 
     async def hold(index: int) -> None:
-        nonlocal received
+        nonlocal received, started
         got_first = False
-        async for _ in open_idle(clients[index % len(clients)], args.kind, runs[index % len(runs)]):
-            received += 1
+        try:
+            channel, run = channels[index % len(channels)], runs[index % len(runs)]
+            stream = open_idle(channel, args.kind, index, run, args.key)
+            async for _ in stream:
+                received += 1
+                if not got_first:
+                    got_first = True
+                    started += 1
+                    first.release()
+        except grpc.aio.AioRpcError as error:
+            failures.append(f"{error.code().name}: {error.details()} ({error.debug_error_string()})")
+        finally:
             if not got_first:
-                got_first = True
-                first.release()
+                first.release()  # the wave goes on; `failed` says it
 
-    tasks = [asyncio.create_task(hold(i)) for i in range(args.streams)]
+    tasks: list[asyncio.Task[None]] = []
     try:
         clock = time.perf_counter()
-        async with asyncio.timeout(READY_SECONDS):
-            for _ in tasks:
-                await first.acquire()
-        emit({"ready": len(tasks), "seconds": time.perf_counter() - clock, "messages": received})
+        try:
+            async with asyncio.timeout(READY_SECONDS):
+                # In waves: a burst of thousands of calls at once overflows the server's queue of
+                # calls not yet taken by the application (grpc.server.max_pending_requests_hard_limit,
+                # 3000 by default) and those beyond it are CANCELLED.
+                for wave in range(0, args.streams, args.wave):
+                    size = min(args.wave, args.streams - wave)
+                    tasks += [asyncio.create_task(hold(i)) for i in range(wave, wave + size)]
+                    for _ in range(size):
+                        await first.acquire()
+        except TimeoutError:
+            emit(
+                {
+                    "error": f"after {READY_SECONDS:g} s only {started} of {args.streams} streams had their"
+                    f" first message; {len(failures)} failed"
+                    + (f", the first with {failures[0]}" if failures else "")
+                }
+            )
+            return
+        seconds = time.perf_counter() - clock
+        emit({"ready": started, "failed": len(failures), "seconds": seconds, "messages": received})
         while await commands.next() is not None:
-            emit({"open": sum(not t.done() for t in tasks), "messages": received})
+            emit({"open": sum(not t.done() for t in tasks), "messages": received, "failed": len(failures)})
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for client in clients:
-            await client.channel.close(None)
+        for channel in channels:
+            await channel.close(None)
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -555,9 +593,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     load.add_argument("--duration", type=float, default=5.0)
     load.add_argument("--rate", type=float, default=0.0, help="calls per second (0: closed loop)")
     idle = modes.choices["idle"]
-    idle.add_argument("--kind", choices=("watch", "subscribe"), required=True)
+    idle.add_argument("--kind", choices=("watch", "subscribe", "group"), required=True)
     idle.add_argument("--streams", type=int, required=True)
     idle.add_argument("--channels", type=int, default=50)
+    idle.add_argument("--wave", type=int, default=500, help="streams opened at once")
     idle.add_argument("--runs", default="", help="run names, comma-separated (watch)")
     return parser.parse_args(argv)
 

@@ -24,15 +24,22 @@ processes of every part, and stops all of them at the end:
     rate (closed loop), then a load paced at 80 % of it: p99 fire->delivery
     (target <= 50 ms) and whether delivery keeps up (every event delivered,
     none later than 1 s). Embedded log; Redis with the store on SQLite.
-(c) UpdateRecipe throughput (closed loop) on a fresh mesh (embedded log),
-    then after the log was filled to 100k events of the recipes API (fired
-    directly in the mesh process's store, 1000 per transaction). Target:
-    within 10 %.
+(c) UpdateRecipe throughput (closed loop) of two mesh processes (embedded
+    log), measured alternately: a fresh one, and one whose log was filled to
+    100k events of the recipes API (fired directly in its store, 1000 per
+    transaction). Target: within 10 %.
 (d) CPU time of one mesh process (embedded log) holding 5,000 idle
     ProgramRunner.Watch streams on running runs (a machine of bench.machine
     that waits for `go`) over 10 s, from /proc. Target: < 0.02 cores. Also
-    reported: the same process without watchers, and with 5,000 idle plain
-    EventBus.Subscribe streams.
+    reported: the same process without watchers; with 5,000 idle plain
+    EventBus.Subscribe streams (same target); and, for information, with
+    5,000 idle Subscribe streams each with a listener_name of its own, over
+    35 s (an idle group member claims again every 30 s). The streams open in
+    waves of 500: a burst of thousands of calls overflows grpc's queue of
+    calls the server has not yet taken (3,000) and the rest are CANCELLED.
+
+`--parts` runs some parts only (e.g. `--parts ab`); `--concurrency` sets the
+firing loops of (a) on both sides.
 
 `--quick` makes every part small (a smoke run).
 """
@@ -60,6 +67,7 @@ from bench.lightbus_env import SIDE_SCRIPT, ensure_lightbus_venv
 from bench.run_latency import BURST_MACHINE, RECIPE, VOLUME_ML
 from bench.run_latency import set_up as set_up_runs
 from brewmesh.client import connect
+from brewmesh.events import WAIT_SECONDS
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as runner_pb
@@ -75,7 +83,6 @@ CALL_SECONDS = 10.0
 CHILD_READY_SECONDS = 60.0
 STOP_SECONDS = 10.0
 LINE_LIMIT = 1 << 20
-SETTLE_SECONDS = 2.0
 RECIPES = 32
 LOAD_CONCURRENCY = 32
 PACED_MAX_IN_FLIGHT = 256
@@ -93,6 +100,16 @@ class Options:
     watchers: int
     runs: int
     idle_seconds: float
+    parts: str = "abcd"
+
+    @property
+    def settle_seconds(self) -> float:
+        """A pause before a quiet window (after a fill, after streams opened)."""
+        return 0.5 if self.quick else 2.0
+
+    @property
+    def group_seconds(self) -> float:
+        return self.idle_seconds if self.quick else WAIT_SECONDS + 5
 
     @property
     def lightbus_timeout(self) -> float:
@@ -106,13 +123,16 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--concurrency", type=int, default=1, help="firing loops in (a), each side (1: each fire awaited)"
     )
+    parser.add_argument("--parts", default="abcd", help="which parts to run, e.g. 'ab' (default: all)")
     args = parser.parse_args(argv)
     events = args.events or (1000 if args.quick else 10_000)
     if not (100 <= events <= 100_000 and 1 <= args.concurrency <= 64):
         parser.error("--events 100..100000 and --concurrency 1..64: the benchmark stays bounded")
+    if not args.parts or set(args.parts) - set("abcd"):
+        parser.error("--parts: some of the letters a, b, c, d")
     if args.quick:
-        return Options(True, events, args.concurrency, 1.5, 2.0, 1, 10_000, 500, 10, 2.0)
-    return Options(False, events, args.concurrency, 4.0, 8.0, 3, FILLED_LOG, 5000, 100, 10.0)
+        return Options(True, events, args.concurrency, 1.0, 1.5, 1, 10_000, 500, 10, 1.0, args.parts)
+    return Options(False, events, args.concurrency, 4.0, 8.0, 3, FILLED_LOG, 5000, 100, 10.0, args.parts)
 
 
 # -- child processes ------------------------------------------------------------------------------
@@ -458,6 +478,8 @@ class Load:
     p99_ms: float | None
     end: float
     seconds: float
+    mesh_cpu: float
+    """CPU seconds the mesh used while the calls ran (warm-up included)."""
     mesh_cores: float
     client_cores: float
 
@@ -474,14 +496,14 @@ async def run_load(
     args = ["load", "--address", mesh.address, "--key", key, "--recipes", str(RECIPES)]
     args += ["--concurrency", str(concurrency), "--warmup", str(warmup), "--duration", str(seconds)]
     args += ["--rate", str(rate)]
-    cpu_before = mesh.child.cpu_seconds()
-    clock = time.perf_counter()
     child = await kids.side(name, *args)
     try:
+        await child.read("started")  # connected: the calls begin
+        cpu_before, clock = mesh.child.cpu_seconds(), time.perf_counter()
         result = await child.read("ok", warmup + seconds + 60)
+        mesh_cpu, wall = mesh.child.cpu_seconds() - cpu_before, time.perf_counter() - clock
     finally:
         await kids.stop(child)
-    wall = time.perf_counter() - clock
     return Load(
         result["ok"],
         result["requests"],
@@ -492,7 +514,8 @@ async def run_load(
         result["p99_ms"],
         result["end_ns"] / 1e9,
         seconds,
-        (mesh.child.cpu_seconds() - cpu_before) / wall,
+        mesh_cpu,
+        mesh_cpu / wall,
         result["client_cpu"] / (warmup + seconds),
     )
 
@@ -582,6 +605,16 @@ def load_problem(load: Load) -> str:
     return ""
 
 
+def cpu_split(delivery: Delivery) -> str:
+    """Cores each process used, and the mesh's CPU per UpdateRecipe answered."""
+    load = delivery.load
+    per_call = 1e6 * load.mesh_cpu / load.ok if load.ok else math.nan
+    return (
+        f"{fmt(load.mesh_cores, 2)} / {fmt(load.client_cores, 2)} / {fmt(delivery.listener_cores, 2)}"
+        f" ({fmt(per_call)} µs mesh CPU per call)"
+    )
+
+
 def rows_b(results: dict[str, tuple[Delivery, Delivery]]) -> list[Row]:
     rows: list[Row] = []
     for tag, label in (("embedded", "(b) embedded"), ("redis", "(b) Redis+SQLite")):
@@ -592,12 +625,7 @@ def rows_b(results: dict[str, tuple[Delivery, Delivery]]) -> list[Row]:
                 "max UpdateRecipe/s (closed loop, 32 in flight)" + load_problem(at_max.load),
                 fmt(at_max.load.rate),
             ),
-            Row(
-                label,
-                "  at max: mesh / client / listener CPU, cores",
-                f"{fmt(at_max.load.mesh_cores, 2)} / {fmt(at_max.load.client_cores, 2)}"
-                f" / {fmt(at_max.listener_cores, 2)}",
-            ),
+            Row(label, "  at max: mesh / client / listener CPU, cores", cpu_split(at_max)),
             Row(
                 label,
                 "  at max: delivered, fire->delivery p99 / max ms",
@@ -608,6 +636,7 @@ def rows_b(results: dict[str, tuple[Delivery, Delivery]]) -> list[Row]:
                 "at 80 %: UpdateRecipe/s paced, RPC p50 / p99 ms" + load_problem(paced.load),
                 f"{fmt(paced.load.rate)}, {fmt(paced.load.p50_ms, 1)} / {fmt(paced.load.p99_ms, 1)}",
             ),
+            Row(label, "  at 80 %: mesh / client / listener CPU, cores", cpu_split(paced)),
             Row(
                 label,
                 "at 80 %: fire->delivery p50 / p99 ms",
@@ -632,24 +661,31 @@ def rows_b(results: dict[str, tuple[Delivery, Delivery]]) -> list[Row]:
 
 
 async def big_log(kids: Children, tmp: Path, options: Options) -> tuple[list[Load], list[Load], int, float]:
-    mesh = await start_mesh(kids, "c-mesh", tmp / "c-embedded")
+    """Two meshes side by side, one fresh, one with its log filled; loads alternating between them.
+
+    Alternating (AB, BA, AB, ...) spreads any drift of this machine over both: measuring one
+    mesh before and after its fill would count a drift as the log's effect.
+    """
+    fresh_mesh = await start_mesh(kids, "c-fresh-mesh", tmp / "c-fresh")
+    full_mesh = await start_mesh(kids, "c-full-mesh", tmp / "c-full")
     try:
-        key = await set_up_recipes(mesh.address, mesh.admin_key)
+        fresh_key = await set_up_recipes(fresh_mesh.address, fresh_mesh.admin_key)
+        full_key = await set_up_recipes(full_mesh.address, full_mesh.admin_key)
+        logged = (await full_mesh.child.ask("count", "logged"))["logged"]
+        filled = await full_mesh.child.ask(f"fill {max(0, options.fill - logged)}", "filled", 300)
+        await asyncio.sleep(options.settle_seconds)  # the WAL checkpoint after the fill
         warmup = 0.5 if options.quick else 1.0
-        fresh = [
-            await run_load(kids, f"c-fresh-{i}", mesh, key, options.duration, warmup)
-            for i in range(options.rounds)
-        ]
-        logged = (await mesh.child.ask("count", "logged"))["logged"]
-        filled = await mesh.child.ask(f"fill {max(0, options.fill - logged)}", "filled", 300)
-        await asyncio.sleep(SETTLE_SECONDS)  # the WAL checkpoint after the fill
-        after = [
-            await run_load(kids, f"c-after-{i}", mesh, key, options.duration, warmup)
-            for i in range(options.rounds)
-        ]
+        fresh: list[Load] = []
+        full: list[Load] = []
+        for i in range(options.rounds):
+            order = [(fresh_mesh, fresh_key, fresh), (full_mesh, full_key, full)]
+            for mesh, key, loads in order if i % 2 == 0 else reversed(order):
+                name = f"c-{'fresh' if loads is fresh else 'full'}-{i}"
+                loads.append(await run_load(kids, name, mesh, key, options.duration, warmup))
     finally:
-        await kids.stop(mesh.child)
-    return fresh, after, int(filled["logged"]), float(filled["seconds"])
+        await kids.stop(full_mesh.child)
+        await kids.stop(fresh_mesh.child)
+    return fresh, full, int(filled["logged"]), float(filled["seconds"])
 
 
 def rows_c(
@@ -658,7 +694,7 @@ def rows_c(
     before_rate = statistics.median(load.rate for load in fresh)
     after_rate = statistics.median(load.rate for load in after)
     ratio = after_rate / before_rate
-    rounds = f"median of {options.rounds} x {options.duration:g} s"
+    rounds = f"median of {options.rounds} x {options.duration:g} s, alternating"
     problems = "".join(load_problem(load) for load in (*fresh, *after))
     return [
         Row("(c) embedded", f"UpdateRecipe/s on a fresh mesh ({rounds}){problems}", fmt(before_rate)),
@@ -716,6 +752,7 @@ class Idle:
     cores: float
     open_after: int
     setup_seconds: float
+    seconds: float
 
 
 async def idle_cpu(child: Child, seconds: float) -> float:
@@ -726,20 +763,24 @@ async def idle_cpu(child: Child, seconds: float) -> float:
 
 
 async def idle_streams(
-    kids: Children, mesh: MeshProcess, key: str, kind: str, streams: int, runs: Sequence[str], seconds: float
+    kids: Children, mesh: MeshProcess, key: str, kind: str, runs: Sequence[str], options: Options
 ) -> Idle:
+    """The mesh's CPU while `options.watchers` streams of `kind` (watch, subscribe, group) stay idle."""
+    streams = options.watchers
+    # A group member claims anew every WAIT_SECONDS (30 s) when idle: a window as long.
+    seconds = options.group_seconds if kind == "group" else options.idle_seconds
     args = ["idle", "--address", mesh.address, "--key", key, "--kind", kind, "--streams", str(streams)]
     if runs:
         args += ["--runs", ",".join(runs)]
     child = await kids.side(f"d-{kind}", *args)
     try:
         ready = await child.read("ready", 180)
-        await asyncio.sleep(SETTLE_SECONDS)
+        await asyncio.sleep(options.settle_seconds)
         cores = await idle_cpu(mesh.child, seconds)
         still = await child.ask("status", "open")
     finally:
         await kids.stop(child)
-    return Idle(kind, streams, cores, int(still["open"]), float(ready["seconds"]))
+    return Idle(kind, streams, cores, int(still["open"]), float(ready["seconds"]), seconds)
 
 
 async def idle_watchers(kids: Children, tmp: Path, options: Options) -> tuple[float, list[Idle]]:
@@ -752,11 +793,12 @@ async def idle_watchers(kids: Children, tmp: Path, options: Options) -> tuple[fl
         try:
             key = await set_up_runs(mesh.address, mesh.admin_key, machine.address)
             runs = await start_runs(mesh.address, key, options.runs)
-            await asyncio.sleep(SETTLE_SECONDS)
+            await asyncio.sleep(options.settle_seconds)
             baseline = await idle_cpu(mesh.child, options.idle_seconds)
             measured = [
-                await idle_streams(kids, mesh, key, "watch", options.watchers, runs, options.idle_seconds),
-                await idle_streams(kids, mesh, key, "subscribe", options.watchers, (), options.idle_seconds),
+                await idle_streams(kids, mesh, key, "watch", runs, options),
+                await idle_streams(kids, mesh, key, "subscribe", (), options),
+                await idle_streams(kids, mesh, key, "group", (), options),
             ]
         finally:
             await kids.stop(mesh.child)
@@ -764,26 +806,29 @@ async def idle_watchers(kids: Children, tmp: Path, options: Options) -> tuple[fl
 
 
 def rows_d(baseline: float, measured: list[Idle], options: Options) -> list[Row]:
-    window = f"over {options.idle_seconds:g} s"
     rows = [
-        Row("(d) embedded", f"mesh CPU, {options.runs} running runs, no watcher ({window})", fmt(baseline, 4))
+        Row(
+            "(d) embedded",
+            f"mesh CPU, cores, {options.runs} running runs, no watcher (over {options.idle_seconds:g} s)",
+            fmt(baseline, 4),
+        )
     ]
     for idle in measured:
-        what = (
-            f"{idle.streams:,} idle ProgramRunner.Watch on {options.runs} runs"
-            if idle.label == "watch"
-            else f"{idle.streams:,} idle plain EventBus.Subscribe"
-        )
+        what = {
+            "watch": f"{idle.streams:,} idle ProgramRunner.Watch on {options.runs} runs",
+            "subscribe": f"{idle.streams:,} idle plain EventBus.Subscribe",
+            "group": f"{idle.streams:,} idle EventBus.Subscribe with a listener_name each",
+        }[idle.label]
         all_open = idle.open_after == idle.streams
         rows.append(
             Row(
                 "(d) embedded",
-                f"mesh CPU, cores, {what} ({window}; opened in {idle.setup_seconds:.1f} s)"
+                f"mesh CPU, cores, {what} (over {idle.seconds:g} s; opened in {idle.setup_seconds:.1f} s)"
                 + ("" if all_open else f" (only {idle.open_after} still open!)"),
                 fmt(idle.cores, 4),
-                f"< {IDLE_TARGET_CORES:g}",
+                "(information)" if idle.label == "group" else f"< {IDLE_TARGET_CORES:g}",
                 "",
-                idle.cores < IDLE_TARGET_CORES and all_open,
+                None if idle.label == "group" else idle.cores < IDLE_TARGET_CORES and all_open,
             )
         )
     return rows
@@ -792,28 +837,39 @@ def rows_d(baseline: float, measured: list[Idle], options: Options) -> list[Row]
 # -- main -----------------------------------------------------------------------------------------
 
 
+STARTED = time.perf_counter()
+
+
+def progress(what: str) -> None:
+    print(f"  [{time.perf_counter() - STARTED:4.0f} s] {what}", flush=True)
+
+
 async def measure(options: Options, tmp: Path, redis_base_url: str) -> list[Row]:
     def db(n: int) -> str:  # each part on a Redis database of its own: nothing left over in between
         return redis_base_url.rsplit("/", 1)[0] + f"/{n}"
 
     rows: list[Row] = []
     async with children(tmp) as kids:
-        print(f"  (a) Lightbus 1.1.2: {options.events} events ...", flush=True)
-        lightbus = await lightbus_reference(kids, db(0), options)
-        flows: dict[str, Flow] = {}
-        for tag, url in (("redis", db(1)), ("embedded", "")):
-            print(f"  (a) {tag}: {options.events} events fired directly ...", flush=True)
-            flows[tag] = await fire_directly(kids, tmp, options, url)
-        rows += rows_a(lightbus, flows, options)
-        deliveries: dict[str, tuple[Delivery, Delivery]] = {}
-        for tag, url in (("embedded", ""), ("redis", db(2))):
-            print(f"  (b) {tag}: UpdateRecipe at the max rate, then at 80 % ...", flush=True)
-            deliveries[tag] = await updates_delivered(kids, tmp, options, url)
-        rows += rows_b(deliveries)
-        print(f"  (c) UpdateRecipe on a fresh mesh, then with {options.fill:,} events logged ...", flush=True)
-        rows += rows_c(*(await big_log(kids, tmp, options)), options)
-        print(f"  (d) {options.watchers:,} idle streams ...", flush=True)
-        rows += rows_d(*(await idle_watchers(kids, tmp, options)), options)
+        if "a" in options.parts:
+            progress(f"(a) Lightbus 1.1.2: {options.events} events ...")
+            lightbus = await lightbus_reference(kids, db(0), options)
+            flows: dict[str, Flow] = {}
+            for tag, url in (("redis", db(1)), ("embedded", "")):
+                progress(f"(a) {tag}: {options.events} events fired directly ...")
+                flows[tag] = await fire_directly(kids, tmp, options, url)
+            rows += rows_a(lightbus, flows, options)
+        if "b" in options.parts:
+            deliveries: dict[str, tuple[Delivery, Delivery]] = {}
+            for tag, url in (("embedded", ""), ("redis", db(2))):
+                progress(f"(b) {tag}: UpdateRecipe at the max rate, then at 80 % ...")
+                deliveries[tag] = await updates_delivered(kids, tmp, options, url)
+            rows += rows_b(deliveries)
+        if "c" in options.parts:
+            progress(f"(c) UpdateRecipe on a fresh mesh, then with {options.fill:,} events logged ...")
+            rows += rows_c(*(await big_log(kids, tmp, options)), options)
+        if "d" in options.parts:
+            progress(f"(d) {options.watchers:,} idle streams ...")
+            rows += rows_d(*(await idle_watchers(kids, tmp, options)), options)
     return rows
 
 
