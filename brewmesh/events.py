@@ -104,6 +104,7 @@ class Bus:
         self.source = f"{socket.gethostname()}:{os.getpid()}/{service}"
         self._listeners: set[asyncio.Task[None]] = set()
         self._observers: dict[tuple[str, str], list[Observer]] = {}
+        self._observed_apis: set[str] = set()
 
     # -- firing ---------------------------------------------------------------
     def fire(self, tx: Tx, api: str, event_type: str, payload: message.Message, scope: str) -> None:
@@ -177,14 +178,23 @@ class Bus:
         api, _, event_type = event.rpartition(".")
         self.registry.spec(api, event_type)  # fail fast on a typo
         self._observers.setdefault((api, event_type), []).append(observer)
-        if not self.backend.crosses_processes:
-            return  # every event of this log is fired here, and observed at commit
+        if not self.backend.crosses_processes or api in self._observed_apis:
+            return  # every event of this log is fired here (observed at commit), or the API is followed
+        self._observed_apis.add(api)
+        self._keep(asyncio.get_running_loop().create_task(self._observe_elsewhere(api)))
 
-        async def from_elsewhere(received: ReceivedEvent) -> None:
-            if received.source != self.source:  # ours were observed at commit
-                observer(received.payload)
-
-        self.listen(event, from_elsewhere)
+    async def _observe_elsewhere(self, api: str) -> None:
+        """One reader per API for every observer of its events fired by other processes."""
+        cursor = await self.backend.head(api)
+        while True:
+            types = sorted(t for (a, t) in self._observers if a == api)
+            batch, cursor = await self.backend.read(api, cursor, types, EVERYTHING, BATCH, WAIT_SECONDS)
+            for event in batch:
+                if event.source == self.source:
+                    continue  # ours were observed at commit
+                payload = unpack(event).payload
+                for observer in self._observers.get((api, event.type), ()):
+                    observer(payload)
 
     def listen(self, event: str, handler: Handler, listener_name: str | None = None) -> asyncio.Task[None]:
         """Run `handler` for each `event` (`<api>.<event type>`), at least once.
@@ -199,7 +209,10 @@ class Bus:
             work = self._run_group(GroupRef(api, INTERNAL, listener_name, (event_type,)), handler)
         else:
             work = self._run_solo(api, event_type, handler)
-        task = asyncio.get_running_loop().create_task(work)
+        return self._keep(asyncio.get_running_loop().create_task(work))
+
+    def _keep(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Hold a background task until it ends; `close` cancels it."""
         self._listeners.add(task)
         task.add_done_callback(self._listeners.discard)
         return task

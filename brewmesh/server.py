@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 5.0
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_PENDING_CALLS = 50_000
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
+                # Thousands of watchers reconnecting at once (after a restart) must not be
+                # refused: grpc's default cancels calls beyond 3000 pending.
+                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
             ],
         )
         self._stopped = asyncio.Event()

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as redis
@@ -36,13 +35,15 @@ from brewmesh.event_backend import (
     record_of,
     to_event,
 )
-from brewmesh.storage import Store, Tx
+from brewmesh.storage import Row, Store, Tx
 
 log = logging.getLogger(__name__)
 
 ID_RE = re.compile(r"(?P<ms>[0-9]{1,15})-(?P<seq>[0-9]{1,15})")
 PREFIX = "brewmesh:"
 RELAY_BATCH = 500
+PRUNE_EVERY = 1000
+PRUNE_WHEN_QUIET_SECONDS = 1.0
 RELAY_RETRY_SECONDS = 1.0
 BLOCK_SLICE_SECONDS = 5.0
 
@@ -60,7 +61,7 @@ for i = 2, #ARGV, 6 do
   end
 end
 redis.call('SET', KEYS[2], tostring(last))
-return added
+return last
 """
 
 
@@ -97,10 +98,15 @@ class RedisEventBackend:
         self._groups_made: set[tuple[str, str]] = set()
         # Replayed events are delivered with their original id; acking them acks their replay entry.
         self._replayed: dict[tuple[str, str], bytes] = {}
+        self._relayed: dict[str, int] = {}
+        self._unpruned = 0
+        self._last_reclaim: dict[str, float] = {}
 
     async def start(self) -> None:
-        """Check the connection, then relay what an earlier process left in the outbox."""
-        await self._redis.ping()
+        """Check the connection, learn how far each API was relayed, then relay what is left."""
+        for api in self._served:
+            marker = await self._redis.get(relayed_key(api))
+            self._relayed[api] = int(marker or 0)
         self._relay_task = asyncio.get_running_loop().create_task(self._relay_forever())
         self._relay_due.set()
 
@@ -111,8 +117,7 @@ class RedisEventBackend:
 
     async def _relay_forever(self) -> None:
         while True:
-            await self._relay_due.wait()
-            self._relay_due.clear()
+            await self._wait_for_commits()
             try:
                 while await self._relay_once():
                     pass
@@ -127,35 +132,53 @@ class RedisEventBackend:
                 await asyncio.sleep(RELAY_RETRY_SECONDS)
                 self._relay_due.set()
 
+    async def _wait_for_commits(self) -> None:
+        """Until an event committed; meanwhile, once quiet, delete what was relayed."""
+        if not self._unpruned:
+            await self._relay_due.wait()
+        else:
+            try:
+                async with asyncio.timeout(PRUNE_WHEN_QUIET_SECONDS):
+                    await self._relay_due.wait()
+            except TimeoutError:
+                await self._prune()
+                await self._relay_due.wait()
+        self._relay_due.clear()
+
     async def _relay_once(self) -> bool:
-        """Relay one batch of the outbox; whether there may be more."""
-        placeholders = ",".join("?" * len(self._served))
-        rows = await self.store.read(
-            lambda tx: tx.fetchall(
-                f"SELECT * FROM bus_events WHERE api IN ({placeholders}) ORDER BY api, seq LIMIT ?",
-                (*self._served, RELAY_BATCH),
-            )
-        )
-        if not rows:
-            return False
-        by_api: dict[str, list[Any]] = {}
-        for row in rows:
-            by_api.setdefault(row["api"], []).append(row)
-        for api, api_rows in by_api.items():
+        """Relay one batch of each API's outbox; whether there may be more.
+
+        Rows are deleted in bulk later (`_prune`): Redis's marker, not the
+        outbox, says what was relayed, so deleting is housekeeping, off the
+        path of every event.
+        """
+        more = False
+        for api in self._served:
+            after = self._relayed.get(api, 0)
+            rows = await self.store.read(_outbox_reader(api, after))
+            if not rows:
+                continue
             args: list[Any] = [self.retention]
-            for row in api_rows:
-                record = record_of(row)
-                args += [
-                    int(row["seq"]),
-                    record.type,
-                    record.scope,
-                    record.payload,
-                    record.time_ns,
-                    record.source,
-                ]
-            await self._relay_script(keys=[stream_key(api), relayed_key(api)], args=args)
-            await self.store.write(functools.partial(_delete_relayed, api=api, last=int(api_rows[-1]["seq"])))
-        return len(rows) == RELAY_BATCH
+            for row in rows:
+                r = record_of(row)
+                args += [int(row["seq"]), r.type, r.scope, r.payload, r.time_ns, r.source]
+            last = await self._relay_script(keys=[stream_key(api), relayed_key(api)], args=args)
+            self._relayed[api] = max(int(last), int(rows[-1]["seq"]))
+            self._unpruned += len(rows)
+            more = more or len(rows) == RELAY_BATCH
+        if self._unpruned >= PRUNE_EVERY:
+            await self._prune()
+        return more
+
+    async def _prune(self) -> None:
+        relayed = dict(self._relayed)
+        self._unpruned = 0
+
+        def prune(tx: Tx) -> None:
+            for api, last in relayed.items():
+                _delete_relayed(tx, api, last)
+
+        await self.store.write(prune)
 
     # -- reading ---------------------------------------------------------------------
     def parse_id(self, event_id: str) -> object | None:
@@ -196,9 +219,13 @@ class RedisEventBackend:
     ) -> list[Delivery]:
         await self._ensure_group(group, start)
         visibility_ms = max(1, int(visibility * 1000))
-        reclaimed = await self._reclaim(group, member, limit, visibility_ms)
-        if reclaimed:
-            return reclaimed
+        now = time.monotonic()
+        if now >= self._last_reclaim.get(group.key, 0.0) + visibility / 2:
+            # Idle entries can only appear a visibility timeout after delivery: look twice per timeout.
+            self._last_reclaim[group.key] = now
+            reclaimed = await self._reclaim(group, member, limit, visibility_ms)
+            if reclaimed:
+                return reclaimed
         block = max(1, int(min(wait, visibility, BLOCK_SLICE_SECONDS) * 1000))
         streams = {stream_key(group.api): ">", replay_key(group): ">"}
         reply = await self._redis.xreadgroup(group.key, member, streams, count=limit, block=block)
@@ -309,6 +336,16 @@ class RedisEventBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._relay_task
         await self._redis.aclose()
+
+
+def _outbox_reader(api: str, after: int) -> Callable[[Tx], list[Row]]:
+    def read(tx: Tx) -> list[Row]:
+        return tx.fetchall(
+            "SELECT * FROM bus_events WHERE api = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (api, after, RELAY_BATCH),
+        )
+
+    return read
 
 
 def _delete_relayed(tx: Tx, api: str, last: int) -> None:

@@ -34,7 +34,7 @@ class Runner:
         recorder = RunRecorder(rt.store, rt.bus, feed)
         resume = float(os.environ.get(RESUME_ENV, DEFAULT_RESUME_SECONDS))
         self.follower = Follower(rt.store, self.link, recorder, resume)
-        self.resolver = resolver = Resolver(rt.address_of)
+        self.resolver = resolver = Resolver(rt.address_of, remember=not rt.bus.backend.crosses_processes)
         for change in resolution.CHANGES:
             rt.bus.observe(change, resolver.on_change)
         # Events another runner instance recorded reach this one's watchers through the bus.

@@ -34,10 +34,18 @@ CHANGES = (
 
 
 class Resolver:
-    """Looks up machines and recipes; `address_of` names where each service is."""
+    """Looks up machines and recipes; `address_of` names where each service is.
 
-    def __init__(self, address_of: Callable[[str], str]) -> None:
+    With `remember`, lookups are cached until a CHANGES event says otherwise.
+    That is exact only when those events are observed at commit, in this
+    process (the embedded mesh); across processes an event arrives a few
+    milliseconds after the write returned, and a run started in between
+    would use the old machine or recipe, so there every run looks up afresh.
+    """
+
+    def __init__(self, address_of: Callable[[str], str], remember: bool = True) -> None:
         self._address_of = address_of
+        self._remember = remember
         self._clients: dict[str, MeshClient] = {}
         self._machines: ReadCache[str, MachineTarget] = ReadCache(MAX_CACHED)
         self._recipes: ReadCache[str, tuple[Program, int]] = ReadCache(MAX_CACHED)
@@ -59,10 +67,14 @@ class Resolver:
         return self._clients[address]
 
     async def machine(self, name: str, timeout: float) -> MachineTarget:
+        if not self._remember:
+            return await self._load_machine(name, timeout)
         return await self._machines.get(name, lambda: self._load_machine(name, timeout))
 
     async def recipe(self, name: str, timeout: float) -> tuple[Program, int]:
         """The recipe's program and default volume."""
+        if not self._remember:
+            return await self._load_recipe(name, timeout)
         return await self._recipes.get(name, lambda: self._load_recipe(name, timeout))
 
     async def _load_machine(self, name: str, timeout: float) -> MachineTarget:
