@@ -24,6 +24,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 
 from brewmesh.auth import PUBLIC_SCOPE, Principal
 from brewmesh.bus.v1 import events_pb2
+from brewmesh.names import COMMON_NAMESPACE
 from brewmesh.storage import Migration, Row, Tx
 
 MIGRATIONS = (
@@ -55,8 +56,9 @@ MIGRATIONS = (
 
 PUBLIC = PUBLIC_SCOPE
 """The scope of catalogue events: visible to every caller."""
-INTERNAL = ""
-"""The namespace of the mesh's own listener groups (they see every event)."""
+PLATFORM = COMMON_NAMESPACE
+"""The namespace of the mesh's own listener groups (`Bus.listen`): the platform's, so the
+admin can list and replay their dead letters through EventBus."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from google.protobuf import any_pb2, message, symbol_database
 
 from brewmesh.apis import ApiRegistry
 from brewmesh.bus.v1 import events_pb2
-from brewmesh.event_backend import EVERYTHING, INTERNAL, Delivery, EventBackend, GroupRef, Reader, new_record
+from brewmesh.event_backend import EVERYTHING, PLATFORM, Delivery, EventBackend, GroupRef, Reader, new_record
 from brewmesh.storage import Store, Tx
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,11 @@ class Bus:
             taken: list[str] = []
             try:
                 for delivery in batch:
+                    if delivery.attempts > settings.max_deliveries:
+                        # Handed out this often and never taken: poison for this group's members.
+                        reason = f"not taken by a member after {delivery.attempts - 1} deliveries"
+                        await self.backend.bury(group, delivery, reason)
+                        continue
                     yield delivery.event
                     taken.append(delivery.event.id)
             finally:
@@ -206,7 +211,7 @@ class Bus:
         api, _, event_type = event.rpartition(".")
         self.registry.spec(api, event_type)  # fail fast on a typo
         if listener_name:
-            work = self._run_group(GroupRef(api, INTERNAL, listener_name, (event_type,)), handler)
+            work = self._run_group(GroupRef(api, PLATFORM, listener_name, (event_type,)), handler)
         else:
             work = self._run_solo(api, event_type, handler)
         return self._keep(asyncio.get_running_loop().create_task(work))
