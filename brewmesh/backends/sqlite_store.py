@@ -7,13 +7,15 @@ by key, which cost less on the loop than the hand-off to a thread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from brewmesh.storage import Conflict, Params, Row, Transaction, Tx
 
@@ -51,6 +53,16 @@ class _SqliteTx:
         self.callbacks.append(callback)
 
 
+@dataclass(frozen=True)
+class _QueuedWrite(Generic[T]):
+    fn: Callable[[Tx], T]
+    future: asyncio.Future[T]
+
+
+_Outcome = tuple[_QueuedWrite[Any], object, BaseException | None, Callbacks]
+"""A queued write, its result or error, and its after-commit callbacks."""
+
+
 class SqliteBackend:
     """SQLite in WAL mode: one writer thread, `readers` reader threads."""
 
@@ -70,6 +82,7 @@ class SqliteBackend:
         self._loop_reads: sqlite3.Connection | None = None
         self._loop_writes: sqlite3.Connection | None = None
         self._writes_queued = 0
+        self._queued: collections.deque[_QueuedWrite[Any]] = collections.deque()
 
     async def handle(self, transaction: Transaction[T]) -> T:
         if not transaction.writes:
@@ -126,10 +139,13 @@ class SqliteBackend:
             raise
         connection.execute("COMMIT")
         if wrote:
-            self._writes_since_checkpoint += 1  # a hint: a lost update across threads is harmless
-            if self._writes_since_checkpoint >= CHECKPOINT_WRITES:
-                self._checkpoint_due.set()
+            self._count_write()
         return result, tx.callbacks
+
+    def _count_write(self) -> None:
+        self._writes_since_checkpoint += 1  # a hint: a lost update across threads is harmless
+        if self._writes_since_checkpoint >= CHECKPOINT_WRITES:
+            self._checkpoint_due.set()
 
     def _lookup(self, fn: Callable[[Tx], T]) -> T:
         """A primary-key read on the event loop's own connection.
@@ -144,17 +160,69 @@ class SqliteBackend:
         return result
 
     async def _write(self, fn: Callable[[Tx], T]) -> T:
+        """Queue a write; the writer thread commits every queued write at once (group commit).
+
+        Each write runs in a savepoint of the shared transaction, so it still
+        commits or rolls back whole on its own; one COMMIT (and one wake-up of
+        the loop) serves them all. Callbacks run once committed, whether or
+        not the caller is still waiting.
+        """
         loop = asyncio.get_running_loop()
-        # Shielded: once a write starts it runs to its end even if the caller
-        # is cancelled, so the after-commit callbacks are never skipped.
-        future = loop.run_in_executor(self._writer, self._run, fn, BEGIN_WRITE, None)
+        future: asyncio.Future[T] = loop.create_future()
+        self._queued.append(_QueuedWrite(fn, future))
         self._writes_queued += 1
+        self._writer.submit(self._commit_queued, loop)
+        return await asyncio.shield(future)
+
+    def _commit_queued(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the writer thread: run what is queued in one transaction, then report back."""
+        batch: list[_QueuedWrite[Any]] = []
+        while self._queued:
+            batch.append(self._queued.popleft())
+        if not batch:
+            return  # an earlier call took this one's write
+        connection = self._connection()
+        outcomes: list[_Outcome] = []
         try:
-            result, callbacks = await asyncio.shield(future)
-        finally:
+            connection.execute(BEGIN_WRITE)
+            for write in batch:
+                outcomes.append((write, *self._run_savepoint(connection, write.fn)))
+            connection.execute("COMMIT")
+        except BaseException as error:  # the commit (or BEGIN) failed: nothing of the batch is kept
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            outcomes = [(write, None, error, []) for write in batch]
+        self._count_write()
+        loop.call_soon_threadsafe(self._report, outcomes)
+
+    @staticmethod
+    def _run_savepoint(
+        connection: sqlite3.Connection, fn: Callable[[Tx], object]
+    ) -> tuple[object, BaseException | None, Callbacks]:
+        tx = _SqliteTx(connection)
+        connection.execute("SAVEPOINT queued_write")
+        try:
+            result = fn(tx)
+        except BaseException as error:
+            connection.execute("ROLLBACK TO queued_write")
+            connection.execute("RELEASE queued_write")
+            if isinstance(error, sqlite3.IntegrityError) and error.sqlite_errorname in UNIQUE_ERRORS:
+                return None, Conflict(str(error)), []
+            return None, error, []
+        connection.execute("RELEASE queued_write")
+        return result, None, tx.callbacks
+
+    def _report(self, outcomes: list[_Outcome]) -> None:
+        """On the loop: callbacks of what committed, in commit order; then each caller's answer."""
+        for write, result, error, callbacks in outcomes:
             self._writes_queued -= 1
-        _run_all(callbacks)
-        return result
+            _run_all(callbacks)
+            if write.future.cancelled():
+                continue
+            if error is None:
+                write.future.set_result(result)
+            else:
+                write.future.set_exception(error)
 
     async def _quick_write(self, fn: Callable[[Tx], T]) -> T:
         """A small write at once on the event loop when it can be.
