@@ -8,6 +8,7 @@ validates the event before it leaves the process.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -36,9 +37,11 @@ class EventSpec:
     payload: str
     description: str
 
-    def required_fields(self) -> list[descriptor.FieldDescriptor]:
+    @functools.cached_property
+    def required_fields(self) -> tuple[descriptor.FieldDescriptor, ...]:
+        """Looked up once: every fire checks them."""
         payload = descriptor_pool.Default().FindMessageTypeByName(self.payload)
-        return [f for f in payload.fields if _is_required(f)]
+        return tuple(f for f in payload.fields if _is_required(f))
 
 
 def _is_required(fd: descriptor.FieldDescriptor) -> bool:
@@ -115,7 +118,7 @@ class ApiRegistry:
             raise EventRefused(
                 f"event '{event_type}' of '{api}' carries {spec.payload}, not {payload.DESCRIPTOR.full_name}"
             )
-        missing = [f.name for f in spec.required_fields() if not _is_set(payload, f)]
+        missing = [f.name for f in spec.required_fields if not _is_set(payload, f)]
         if missing:
             raise EventRefused(f"event '{event_type}' of '{api}' lacks required fields: {', '.join(missing)}")
         return spec
