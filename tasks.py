@@ -2,7 +2,7 @@
 """Set up brewmesh and run it or its checks. Needs only python3.
 
     python3 tasks.py up [brewmesh up options]   set up, then start the mesh
-    python3 tasks.py test [pytest options]      set up, then run every check and test
+    python3 tasks.py test [pytest options]      set up (PostgreSQL and Redis too), then run every check and test
     python3 tasks.py setup                      set up only (.venv, stubs)
 
 Setting up creates .venv, installs the project and its dev tools into it
@@ -48,8 +48,14 @@ def check_protos() -> None:
     run(PY, "scripts/buf_breaking.py")
 
 
+def install_engines() -> None:
+    """The tests start real PostgreSQL and Redis servers: install their binaries if missing."""
+    run("bash", ROOT / "scripts" / "install_engines.sh")
+
+
 def test(args: list[str]) -> None:
     setup()
+    install_engines()
     run(BIN / "ruff", "check", ".")
     run(BIN / "ruff", "format", "--check", ".")
     run(BIN / "mypy")

@@ -24,6 +24,8 @@ MAX_DEAD_LETTERS = 1000
 MAX_REPLAY = 1000
 
 Context: TypeAlias = grpc.aio.ServicerContext
+GroupRequest: TypeAlias = event_bus_pb2.ListDeadLettersRequest | event_bus_pb2.ReplayDeadLettersRequest
+"""A request naming one of the caller's listener groups."""
 
 
 class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
@@ -69,6 +71,10 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
                     f"'{event_type[:100]}' is not declared for {api}: one of {sorted(events)}",
                 )
 
+    def _check_group(self, v: Violations, request: GroupRequest) -> None:
+        self._check_api(v, request.api, request.event_types)
+        _check_listener(v, request.listener_name)
+
     def _check_start(self, v: Violations, request: event_bus_pb2.SubscribeRequest) -> object | None:
         if not request.after_id:
             return None
@@ -105,15 +111,14 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
     ) -> event_bus_pb2.ListDeadLettersResponse:
         principal = await self.auth.require_any(context)
         v = Violations()
-        self._check_api(v, request.api, request.event_types)
-        _check_listener(v, request.listener_name)
+        self._check_group(v, request)
         if not 0 <= request.page_size <= MAX_DEAD_LETTERS:
             v.add(
                 "page_size",
                 f"is {request.page_size}: use 1 to {MAX_DEAD_LETTERS}, or 0 for {DEFAULT_DEAD_LETTERS}",
             )
         v.raise_if_any()
-        group = _group(principal, request.api, request.listener_name, tuple(request.event_types))
+        group = _named_group(principal, request)
         letters = await self.bus.backend.dead_letters(group, request.page_size or DEFAULT_DEAD_LETTERS)
         return event_bus_pb2.ListDeadLettersResponse(
             dead_letters=[
@@ -132,8 +137,7 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
     ) -> event_bus_pb2.ReplayDeadLettersResponse:
         principal = await self.auth.require_any(context)
         v = Violations()
-        self._check_api(v, request.api, request.event_types)
-        _check_listener(v, request.listener_name)
+        self._check_group(v, request)
         if not request.event_ids:
             v.add("event_ids", "is required: the ids of the dead letters to replay (DeadLetter.event.id)")
         elif len(request.event_ids) > MAX_REPLAY:
@@ -142,7 +146,7 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
             if self.bus.backend.parse_id(event_id) is None:
                 v.add(f"event_ids[{i}]", f"'{event_id[:100]}' is not an event id of this mesh")
         v.raise_if_any()
-        group = _group(principal, request.api, request.listener_name, tuple(request.event_types))
+        group = _named_group(principal, request)
         replayed = await self.bus.backend.replay(group, list(request.event_ids))
         return event_bus_pb2.ReplayDeadLettersResponse(replayed_count=replayed)
 
@@ -155,6 +159,10 @@ def _check_listener(v: Violations, listener_name: str) -> None:
 def _group(principal: Principal, api: str, listener: str, types: tuple[str, ...]) -> GroupRef:
     """The caller's group: in its own namespace, seeing what the caller may see."""
     return GroupRef(api, str(principal.namespace), listener, types, reader_for(principal))
+
+
+def _named_group(principal: Principal, request: GroupRequest) -> GroupRef:
+    return _group(principal, request.api, request.listener_name, tuple(request.event_types))
 
 
 def _timestamp(time_ns: int) -> timestamp_pb2.Timestamp:
