@@ -155,7 +155,8 @@ class RedisEventBackend:
         more = False
         for api in self._served:
             after = self._relayed.get(api, 0)
-            rows = await self.store.read(_outbox_reader(api, after))
+            # By key, from the newest relayed on: a lookup, no hand-off to a reader thread.
+            rows = await self.store.lookup(_outbox_reader(api, after))
             if not rows:
                 continue
             args: list[Any] = [self.retention]
