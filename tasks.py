@@ -2,7 +2,7 @@
 """Set up brewmesh and run it or its checks. Needs only python3.
 
     python3 tasks.py up [brewmesh up options]   set up, then start the mesh
-    python3 tasks.py test [pytest options]      set up (PostgreSQL and Redis too), then run every check and test
+    python3 tasks.py test [pytest options]      set up (with PostgreSQL, Redis), then run every check and test
     python3 tasks.py setup                      set up only (.venv, stubs)
 
 Setting up creates .venv, installs the project and its dev tools into it
