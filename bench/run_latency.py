@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import time
@@ -73,6 +74,7 @@ class Options:
     warmup_runs: int
     watchers: int
     events: int
+    store: str
 
 
 def parse_options(argv: list[str] | None) -> Options:
@@ -84,12 +86,18 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--warmup-runs", type=int, default=20, help="warm-up runs per path (20)")
     parser.add_argument("--watchers", type=int, default=100, help="concurrent watchers of one run (100)")
     parser.add_argument("--events", type=int, default=1000, help="events the machine emits after go (1000)")
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the mesh's store: SQLite in its data directory, or a PostgreSQL this benchmark starts",
+    )
     args = parser.parse_args(argv)
     if not (1 <= args.runs <= 1000 and 0 <= args.warmup_runs <= 100):
         parser.error("--runs 1..1000 and --warmup-runs 0..100: the benchmark stays bounded")
     if not (1 <= args.watchers <= 500 and 1 <= args.events <= 10_000):
         parser.error("--watchers 1..500 and --events 1..10000: the benchmark stays bounded")
-    return Options(args.runs, args.warmup_runs, args.watchers, args.events)
+    return Options(args.runs, args.warmup_runs, args.watchers, args.events, args.store)
 
 
 # -- set-up ---------------------------------------------------------------------------------------
@@ -444,7 +452,7 @@ def report_fanout(live: tuple[Fanout, Fanout], catch_up: tuple[Fanout, Fanout]) 
 # -- main -----------------------------------------------------------------------------------------
 
 
-async def measure(options: Options, servers: h.Servers, tmp: Path) -> bool:
+async def measure(options: Options, servers: h.Servers, tmp: Path, store_url: str | None) -> bool:
     admin_key = h.new_key()
     mesh_port, machine_port, relay_port = h.free_port(), h.free_port(), h.free_port()
     machine = servers.start(
@@ -459,12 +467,20 @@ async def measure(options: Options, servers: h.Servers, tmp: Path) -> bool:
     )
     mesh = servers.start(
         "mesh",
-        h.brewmesh_command("up", "--port", str(mesh_port), "--data-dir", str(tmp / "data")),
+        h.brewmesh_command(
+            "up",
+            "--port",
+            str(mesh_port),
+            "--data-dir",
+            str(tmp / "data"),
+            *(["--store", store_url] if store_url else []),
+        ),
         mesh_port,
         env={"BREWMESH_ADMIN_KEY": admin_key},
     )
     print(
-        f"servers: `brewmesh up` pid {mesh.pid} on {mesh.address}; machine (SDK) pid {machine.pid} on "
+        f"servers: `brewmesh up` ({options.store} store) pid {mesh.pid} on {mesh.address};"
+        f" machine (SDK) pid {machine.pid} on "
         f"{machine.address}; relay pid {relay.pid} on {relay.address}"
     )
     key = await set_up(mesh.address, admin_key, machine.address)
@@ -518,8 +534,17 @@ async def measure(options: Options, servers: h.Servers, tmp: Path) -> bool:
 
 def run(options: Options) -> bool:
     print(f"run_latency: {h.machine_summary()}; {h.load_summary()}")
-    with tempfile.TemporaryDirectory(prefix="brewmesh-bench-") as tmp, h.Servers(Path(tmp)) as servers:
-        ok = asyncio.run(measure(options, servers, Path(tmp)))
+    with (
+        tempfile.TemporaryDirectory(prefix="brewmesh-bench-") as tmp,
+        h.Servers(Path(tmp)) as servers,
+        contextlib.ExitStack() as engines,
+    ):
+        store_url = None
+        if options.store == "postgresql":
+            from tests.engines import start_postgres
+
+            store_url = engines.enter_context(start_postgres(Path(tmp))).create_database("bench")
+        ok = asyncio.run(measure(options, servers, Path(tmp), store_url))
     print("result:", "every target met" if ok else "target MISSED")
     return ok
 
