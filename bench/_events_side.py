@@ -11,7 +11,7 @@ through bench._guard also dies with its parent. Modes:
   some components only), on the embedded log or Redis; says `ready` with
   its address and admin key. Commands: `warm` (fire a warm-up event every
   20 ms until the next command), `fire N C` (N `recipe_updated` events in
-  C concurrent loops, one `store.write` transaction each, as a service
+  C concurrent loops, one small `store.quick_write` transaction each, as a service
   fires), `fill N` (N events in transactions of 1000: a quick way to a big
   log), `count` (events in the log).
 - `listen`: a listener group (`Bus.listen(..., listener_name="bench")`)
@@ -213,7 +213,7 @@ def fire_one(bus: Bus, tx: Tx, payload: recipes_pb2.RecipeUpdatedEvent) -> None:
 async def warm(bus: Bus) -> None:
     for i in range(1_000_000):
         payload = updated_event(f"{WARM_PREFIX}{i}", 100)
-        await bus.store.write(functools.partial(fire_one, bus, payload=payload))
+        await bus.store.quick_write(functools.partial(fire_one, bus, payload=payload))
         await asyncio.sleep(WARM_EVERY_SECONDS)
 
 
@@ -226,7 +226,7 @@ async def fire(bus: Bus, count: int, concurrency: int) -> dict[str, Any]:
         nonlocal fired
         for i in ids:
             payload = updated_event(f"{FIRED_PREFIX}{i}", 100 + i % 200)
-            await bus.store.write(functools.partial(fire_one, bus, payload=payload))
+            await bus.store.quick_write(functools.partial(fire_one, bus, payload=payload))
             fired += 1
 
     start_ns, clock, cpu = time.time_ns(), time.perf_counter(), time.process_time()

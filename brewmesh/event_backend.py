@@ -75,12 +75,14 @@ class EventRecord:
 
 @dataclass(frozen=True)
 class Reader:
-    """Whose events a read may return: every scope (None), or these."""
+    """Whose events a read may return: every scope (None), or these; and none fired by
+    `not_from` (a process's own source, when it wants only what others fired)."""
 
     scopes: frozenset[str] | None
+    not_from: str | None = None
 
-    def sees(self, scope: str) -> bool:
-        return self.scopes is None or scope in self.scopes
+    def sees(self, scope: str, source: str) -> bool:
+        return (self.scopes is None or scope in self.scopes) and source != self.not_from
 
 
 EVERYTHING = Reader(None)

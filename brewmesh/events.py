@@ -123,7 +123,7 @@ class Bus:
     async def fire_now(self, api: str, event_type: str, payload: message.Message, scope: str) -> None:
         """Fire an event in a transaction of its own."""
         self.registry.check_fire(api, event_type, payload)
-        await self.store.write(lambda tx: self.fire(tx, api, event_type, payload, scope))
+        await self.store.quick_write(lambda tx: self.fire(tx, api, event_type, payload, scope))
 
     # -- streaming --------------------------------------------------------------
     async def follow(
@@ -191,12 +191,11 @@ class Bus:
     async def _observe_elsewhere(self, api: str) -> None:
         """One reader per API for every observer of its events fired by other processes."""
         cursor = await self.backend.head(api)
+        others = Reader(None, not_from=self.source)  # ours were observed at commit
         while True:
             types = sorted(t for (a, t) in self._observers if a == api)
-            batch, cursor = await self.backend.read(api, cursor, types, EVERYTHING, BATCH, WAIT_SECONDS)
+            batch, cursor = await self.backend.read(api, cursor, types, others, BATCH, WAIT_SECONDS)
             for event in batch:
-                if event.source == self.source:
-                    continue  # ours were observed at commit
                 payload = unpack(event).payload
                 for observer in self._observers.get((api, event.type), ()):
                     observer(payload)

@@ -124,7 +124,8 @@ class EmbeddedEventBackend:
             claim = functools.partial(
                 self._claim, group=group, start=start, member=member, limit=limit, visibility=visibility
             )
-            claimed, next_expiry = await self.store.write(functools.partial(claim, reader=reader, head=head))
+            work = functools.partial(claim, reader=reader, head=head)
+            claimed, next_expiry = await self.store.quick_write(work)
             if claimed:
                 return claimed
             until = deadline if next_expiry is None else min(deadline, time.monotonic() + next_expiry)
@@ -273,6 +274,9 @@ def _select(tx: Tx, api: str, after: int, types: Sequence[str], reader: Reader, 
     if reader.scopes is not None:
         sql += f" AND scope IN ({','.join('?' * len(reader.scopes))})"
         params.extend(sorted(reader.scopes))
+    if reader.not_from is not None:
+        sql += " AND source <> ?"
+        params.append(reader.not_from)
     sql += " ORDER BY seq LIMIT ?"
     params.append(limit)
     return tx.fetchall(sql, params)

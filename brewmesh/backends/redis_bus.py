@@ -356,7 +356,7 @@ def _delete_relayed(tx: Tx, api: str, last: int) -> None:
 def _wanted(fields: Mapping[bytes, bytes], types: Sequence[str], reader: Reader) -> bool:
     if types and fields[b"type"].decode() not in types:
         return False
-    return reader.sees(fields.get(b"scope", b"").decode())
+    return reader.sees(fields.get(b"scope", b"").decode(), fields[b"source"].decode())
 
 
 def _event(api: str, event_id: str, fields: Mapping[bytes, bytes]) -> events_pb2.Event:

@@ -66,7 +66,7 @@ class HealthChecker:
 
     async def _check(self, machine: CoffeeMachine) -> None:
         status = await self._probe(machine)
-        changed = await self.store.write(lambda tx: self._record(tx, machine, status))
+        changed = await self.store.quick_write(lambda tx: self._record(tx, machine, status))
         if changed:
             log.info("machine %s is now %s", machine.name, status.name)
 

@@ -30,7 +30,7 @@ class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
         with v.under("volume_formatter"):
             parsed = formatters.check_input(v, convert.formatter_input(request.volume_formatter))
         spec = checked(v, parsed)
-        put = await self.rt.store.write(lambda tx: formatters.put(tx, spec, principal, self.announce))
+        put = await self.rt.store.quick_write(lambda tx: formatters.put(tx, spec, principal, self.announce))
         return convert.formatter_proto(put)
 
     async def GetVolumeFormatter(  # noqa: N802
@@ -64,7 +64,7 @@ class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
         principal = await self.rt.auth.require_any(context)
         v = Violations()
         locale = checked(v, formatters.parse_formatter_name(v, "name", request.name))
-        await self.rt.store.write(lambda tx: formatters.delete(tx, locale, principal, self.announce))
+        await self.rt.store.quick_write(lambda tx: formatters.delete(tx, locale, principal, self.announce))
         return empty_pb2.Empty()
 
     async def FormatVolume(  # noqa: N802

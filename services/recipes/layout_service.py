@@ -27,7 +27,9 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
         new = convert.new_layout(request)
         layout_id = checked(v, layouts.check_new_layout(v, new))
         check_namespace_access(principal, layout_id.namespace)
-        layout = await self.rt.store.write(lambda tx: layouts.create(tx, layout_id, new.spec, self.announce))
+        layout = await self.rt.store.quick_write(
+            lambda tx: layouts.create(tx, layout_id, new.spec, self.announce)
+        )
         return convert.layout_proto(layout)
 
     async def GetLayout(  # noqa: N802

@@ -34,7 +34,9 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         recipe_id = checked(v, recipes.check_new_recipe(v, convert.new_recipe(request)))
         check_namespace_access(principal, recipe_id.namespace)
         props = convert.properties(request.recipe)
-        recipe = await self.rt.store.write(lambda tx: recipes.insert(tx, recipe_id, props, self.announce))
+        recipe = await self.rt.store.quick_write(
+            lambda tx: recipes.insert(tx, recipe_id, props, self.announce)
+        )
         return convert.recipe_proto(recipe)
 
     async def GetRecipe(  # noqa: N802
@@ -72,7 +74,9 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
             recipes.check_properties(v, new, mask)
         recipe_id = checked(v, parsed_id)
         check_namespace_access(principal, recipe_id.namespace)
-        recipe = await self.rt.store.write(lambda tx: recipes.update(tx, recipe_id, new, mask, self.announce))
+        recipe = await self.rt.store.quick_write(
+            lambda tx: recipes.update(tx, recipe_id, new, mask, self.announce)
+        )
         return convert.recipe_proto(recipe)
 
     async def DeleteRecipe(  # noqa: N802
@@ -82,7 +86,7 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         v = Violations()
         recipe_id = checked(v, recipes.parse_recipe_name(v, "name", request.name))
         check_namespace_access(principal, recipe_id.namespace)
-        await self.rt.store.write(lambda tx: recipes.delete(tx, recipe_id, self.announce))
+        await self.rt.store.quick_write(lambda tx: recipes.delete(tx, recipe_id, self.announce))
         return empty_pb2.Empty()
 
     async def PutRecipeL10n(  # noqa: N802
@@ -94,7 +98,7 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         parsed_id, parsed_locale = l10n.check_put(v, given)
         recipe_id, locale = checked(v, parsed_id), checked(v, parsed_locale)
         check_namespace_access(principal, recipe_id.namespace)
-        put = await self.rt.store.write(
+        put = await self.rt.store.quick_write(
             lambda tx: l10n.put(tx, recipe_id, locale, given.values, self.announce)
         )
         return convert.l10n_proto(put)
