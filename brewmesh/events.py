@@ -27,6 +27,7 @@ from google.protobuf import any_pb2, message, symbol_database
 
 from brewmesh.apis import ApiRegistry
 from brewmesh.bus.v1 import events_pb2
+from brewmesh.errors import Unavailable
 from brewmesh.event_backend import EVERYTHING, PLATFORM, Delivery, EventBackend, GroupRef, Reader, new_record
 from brewmesh.storage import Store, Tx
 
@@ -194,7 +195,8 @@ class Bus:
         others = Reader(None, not_from=self.source)  # ours were observed at commit
         while True:
             types = sorted(t for (a, t) in self._observers if a == api)
-            batch, cursor = await self.backend.read(api, cursor, types, others, BATCH, WAIT_SECONDS)
+            read = functools.partial(self.backend.read, api, cursor, types, others, BATCH, WAIT_SECONDS)
+            batch, cursor = await _until_answered(f"observing {api}", read)
             for event in batch:
                 payload = unpack(event).payload
                 for observer in self._observers.get((api, event.type), ()):
@@ -224,9 +226,10 @@ class Bus:
     async def _run_solo(self, api: str, event_type: str, handler: Handler) -> None:
         cursor = await self.backend.head(api)
         while True:
-            batch, cursor = await self.backend.read(
-                api, cursor, [event_type], EVERYTHING, BATCH, WAIT_SECONDS
+            read = functools.partial(
+                self.backend.read, api, cursor, [event_type], EVERYTHING, BATCH, WAIT_SECONDS
             )
+            batch, cursor = await _until_answered(f"listening to {api}.{event_type}", read)
             for event in batch:
                 await _handle_until_done(handler, event)
 
@@ -235,9 +238,10 @@ class Bus:
         member = uuid.uuid4().hex
         settings = self.settings
         while True:
-            batch = await self.backend.claim(
-                group, start, member, BATCH, WAIT_SECONDS, settings.visibility_seconds
+            claim = functools.partial(
+                self.backend.claim, group, start, member, BATCH, WAIT_SECONDS, settings.visibility_seconds
             )
+            batch = await _until_answered(f"listener {group.listener}", claim)
             done: list[str] = []
             for delivery in batch:
                 try:
@@ -246,7 +250,8 @@ class Bus:
                     await self._failed(group, delivery, error)
                     continue
                 done.append(delivery.event.id)
-            await self.backend.ack(group, done)
+            with contextlib.suppress(Unavailable):  # unacknowledged: handed out again later
+                await self.backend.ack(group, done)
 
     async def _failed(self, group: GroupRef, delivery: Delivery, error: Exception) -> None:
         event_id = delivery.event.id
@@ -277,6 +282,19 @@ class Bus:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.backend.aclose()
+
+
+async def _until_answered(what: str, call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`'s answer, trying again (with backoff) while the bus is unavailable."""
+    failures = 0
+    while True:
+        try:
+            return await call()
+        except Unavailable as error:
+            failures += 1
+            if failures == 1 or failures % 10 == 0:
+                log.warning("%s: %s; retrying", what, error)
+            await asyncio.sleep(retry_delay(failures))
 
 
 async def _handle_until_done(handler: Handler, event: events_pb2.Event) -> None:

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
 from brewmesh.bus.v1 import events_pb2
+from brewmesh.errors import Unavailable
 from brewmesh.event_backend import (
     DeadLetter,
     Delivery,
@@ -43,9 +45,12 @@ ID_RE = re.compile(r"(?P<ms>[0-9]{1,15})-(?P<seq>[0-9]{1,15})")
 PREFIX = "brewmesh:"
 RELAY_BATCH = 500
 PRUNE_EVERY = 1000
+RELAY_GATHER_SECONDS = 0.002
 PRUNE_WHEN_QUIET_SECONDS = 1.0
 RELAY_RETRY_SECONDS = 1.0
-BLOCK_SLICE_SECONDS = 5.0
+BLOCK_SLICE_SECONDS = 2.0
+# Above the longest blocking read: redis-py's default (5 s) would cut a blocked XREAD short.
+SOCKET_SECONDS = 10.0
 
 # KEYS: stream, relayed marker. ARGV: maxlen, then (seq, type, scope, payload, time_ns, source) per event.
 RELAY_SCRIPT = """
@@ -81,6 +86,25 @@ def replay_key(group: GroupRef) -> str:
     return f"{PREFIX}replay:{group.api}:{group.key}"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unavailable_when_redis_fails(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """A Redis that cannot be reached is UNAVAILABLE to callers (and retried by listeners)."""
+
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (RedisError, OSError) as error:
+            raise Unavailable(f"the Redis bus did not answer ({type(error).__name__}: {error})") from error
+
+    return guarded
+
+
 class RedisEventBackend:
     """Events on Redis Streams; the outbox relay for the APIs this process serves."""
 
@@ -91,7 +115,7 @@ class RedisEventBackend:
         self.retention = retention
         self._served = tuple(served)
         # Typed loosely: redis-py's reply types are unions of every decoding mode.
-        self._redis: Any = redis.Redis.from_url(url, decode_responses=False)
+        self._redis: Any = redis.Redis.from_url(url, decode_responses=False, socket_timeout=SOCKET_SECONDS)
         self._relay_script = self._redis.register_script(RELAY_SCRIPT)
         self._relay_due = asyncio.Event()
         self._relay_task: asyncio.Task[None] | None = None
@@ -118,6 +142,8 @@ class RedisEventBackend:
     async def _relay_forever(self) -> None:
         while True:
             await self._wait_for_commits()
+            # Let the commits of the next moment join this batch: one script call for many events.
+            await asyncio.sleep(RELAY_GATHER_SECONDS)
             try:
                 while await self._relay_once():
                     pass
@@ -185,10 +211,12 @@ class RedisEventBackend:
     def parse_id(self, event_id: str) -> object | None:
         return event_id if ID_RE.fullmatch(event_id) else None
 
+    @_unavailable_when_redis_fails
     async def head(self, api: str) -> object:
         newest = await self._redis.xrevrange(stream_key(api), count=1)
         return newest[0][0].decode() if newest else "0-0"
 
+    @_unavailable_when_redis_fails
     async def read(
         self, api: str, after: object | None, types: Sequence[str], reader: Reader, limit: int, wait: float
     ) -> tuple[list[events_pb2.Event], object]:
@@ -215,6 +243,7 @@ class RedisEventBackend:
                 await self._redis.xgroup_create(key, group.key, id=at, mkstream=True)
         self._groups_made.add((group.api, group.key))
 
+    @_unavailable_when_redis_fails
     async def claim(
         self, group: GroupRef, start: object | None, member: str, limit: int, wait: float, visibility: float
     ) -> list[Delivery]:
@@ -275,6 +304,7 @@ class RedisEventBackend:
         self._replayed[(group.key, original)] = entry_id
         return Delivery(_event(group.api, original, fields), 1)
 
+    @_unavailable_when_redis_fails
     async def ack(self, group: GroupRef, event_ids: Sequence[str]) -> None:
         if not event_ids:
             return
@@ -293,6 +323,7 @@ class RedisEventBackend:
         # pending is the retry. (XCLAIM with IDLE could shorten it; the timeout is the bound.)
         return None
 
+    @_unavailable_when_redis_fails
     async def bury(self, group: GroupRef, delivery: Delivery, reason: str) -> None:
         event = delivery.event
         fields = {
@@ -308,6 +339,7 @@ class RedisEventBackend:
         await self._redis.xadd(dead_key(group), fields, maxlen=self.retention, approximate=True)
         await self.ack(group, [event.id])
 
+    @_unavailable_when_redis_fails
     async def dead_letters(self, group: GroupRef, limit: int) -> list[DeadLetter]:
         entries = await self._redis.xrange(dead_key(group), count=limit)
         return [
@@ -320,6 +352,7 @@ class RedisEventBackend:
             for _, fields in entries
         ]
 
+    @_unavailable_when_redis_fails
     async def replay(self, group: GroupRef, event_ids: Sequence[str]) -> int:
         wanted = set(event_ids)
         await self._ensure_group(group, None)

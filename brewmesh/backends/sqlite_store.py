@@ -239,6 +239,9 @@ class SqliteBackend:
             if self._begin_without_waiting(self._loop_writes):
                 result, callbacks = self._finish(self._loop_writes, fn, wrote=True)
                 _run_all(callbacks)
+                # Never suspended so far: let what this commit woke (the relay, readers) run
+                # before the caller writes again, or a tight loop of writes would starve them.
+                await asyncio.sleep(0)
                 return result
         return await self._write(fn)
 
