@@ -44,7 +44,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -60,7 +60,7 @@ from brewmesh.backends import open_store
 from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
 from brewmesh.client import connect
 from brewmesh.event_backend import PUBLIC
-from brewmesh.events import Bus, BusSettings, ReceivedEvent
+from brewmesh.events import Bus, BusSettings, ReceivedEvent, unless_stopped
 from brewmesh.mesh import Backends, Mesh, all_components
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as runner_pb
@@ -131,30 +131,11 @@ class Commands:
 
     async def next(self) -> list[str] | None:
         """The next command's words, or None once stdin closed or a stop signal came."""
-        line = await unless(self._reader.readline(), self.stop)
+        line = await unless_stopped(self._reader.readline(), self.stop)
         if not line:
             self.stop.set()
             return None
         return line.decode().split()
-
-
-async def unless(step: Awaitable[T], stop: asyncio.Event) -> T | None:
-    """The step's result, or None if `stop` is set first (the step is then cancelled)."""
-
-    async def run() -> T:
-        return await step
-
-    task = asyncio.ensure_future(run())
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return None if task.cancelled() else task.result()
 
 
 # -- mesh: a firing process ---------------------------------------------------------------------

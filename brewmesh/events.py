@@ -135,7 +135,7 @@ class Bus:
         cursor = after
         while not stop.is_set():
             read = self.backend.read(api, cursor, types, reader, BATCH, WAIT_SECONDS)
-            outcome = await _unless_stopped(read, stop)
+            outcome = await unless_stopped(read, stop)
             if outcome is None:
                 return
             batch, cursor = outcome
@@ -155,7 +155,7 @@ class Bus:
         settings = self.settings
         while not stop.is_set():
             claim = self.backend.claim(group, start, member, BATCH, WAIT_SECONDS, settings.visibility_seconds)
-            batch = await _unless_stopped(claim, stop)
+            batch = await unless_stopped(claim, stop)
             if batch is None:
                 return
             taken: list[str] = []
@@ -256,14 +256,14 @@ class Bus:
     async def _failed(self, group: GroupRef, delivery: Delivery, error: Exception) -> None:
         event_id = delivery.event.id
         if delivery.attempts >= self.settings.max_deliveries:
-            log.error(
+            await self.backend.bury(group, delivery, f"{type(error).__name__}: {error}")
+            log.error(  # after the bury: the log says where the event is now
                 "listener %s gave up on event %s after %d attempts; it is in the dead letters",
                 group.listener,
                 event_id,
                 delivery.attempts,
                 exc_info=error,
             )
-            await self.backend.bury(group, delivery, f"{type(error).__name__}: {error}")
             return
         log.warning(
             "listener %s failed on event %s (attempt %d of %d); retrying",
@@ -309,7 +309,7 @@ async def _handle_until_done(handler: Handler, event: events_pb2.Event) -> None:
             await asyncio.sleep(retry_delay(attempt))
 
 
-async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
     """`work`'s result, or None if `stop` was set first (`work` is then cancelled)."""
     task = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())

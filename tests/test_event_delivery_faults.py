@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,14 +132,19 @@ class Member:
         return await asyncio.wait_for(self.lines.get(), WAIT_SECONDS)
 
     async def wait_for(self, line: str) -> None:
+        """Until the member prints `line`; a traceback before it means the member failed."""
         while (seen := await self.next_line()) != line:
             assert not seen.startswith("Traceback"), seen
 
-    async def next_delivery(self) -> str:
-        """The next `got <id>` line (the member also logs its retries)."""
-        while not (seen := await self.next_line()).startswith("got "):
+    async def wait_until(self, matches: Callable[[str], bool]) -> str:
+        """The next line that `matches` (the member also logs its retries, with tracebacks)."""
+        while not matches(seen := await self.next_line()):
             pass
         return seen
+
+    async def next_delivery(self) -> str:
+        """The next `got <id>` line."""
+        return await self.wait_until(lambda seen: seen.startswith("got "))
 
     def kill(self) -> None:
         self.process.kill()
@@ -211,8 +216,14 @@ async def test_an_event_a_handler_always_fails_on_is_dead_lettered_and_can_be_re
         attempts = [await failing.next_delivery() for _ in range(3)]
         assert len(set(attempts)) == 1  # the same event, three times
         event_id = attempts[0].removeprefix("got ")
+        await failing.wait_until(lambda line: "it is in the dead letters" in line)  # the member gave up
         async with connect(services.runner.address, key=services.partners.admin_key) as admin:
-            dead = await _dead_letters(admin)
+            listed = await admin.bus.ListDeadLetters(
+                bus_pb.ListDeadLettersRequest(
+                    api=RECIPES, listener_name="billing", event_types=["recipe_created"]
+                )
+            )
+            dead = list(listed.dead_letters)
             assert [(d.event.id, d.attempts) for d in dead] == [(event_id, 3)]
             assert "this handler always fails" in dead[0].reason
             replay = bus_pb.ReplayDeadLettersRequest(
@@ -220,22 +231,3 @@ async def test_an_event_a_handler_always_fails_on_is_dead_lettered_and_can_be_re
             )
             assert (await admin.bus.ReplayDeadLetters(replay)).replayed_count == 1
             assert await failing.next_delivery() == f"got {event_id}"  # delivered again after the replay
-
-
-async def _dead_letters(admin: MeshClient) -> list[bus_pb.DeadLetter]:
-    request = bus_pb.ListDeadLettersRequest(
-        api=RECIPES, listener_name="billing", event_types=["recipe_created"]
-    )
-
-    async def listed() -> AsyncIterator[list[bus_pb.DeadLetter]]:
-        while True:
-            yield list((await admin.bus.ListDeadLetters(request)).dead_letters)
-
-    async def first_nonempty() -> list[bus_pb.DeadLetter]:
-        async for letters in listed():
-            if letters:
-                return letters
-            await asyncio.sleep(0.05)
-        raise AssertionError("unreachable")
-
-    return await asyncio.wait_for(first_nonempty(), WAIT_SECONDS)

@@ -12,7 +12,6 @@ partners process's event but never the one another service tried to forge.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import shlex
@@ -174,12 +173,14 @@ async def bus_as(
 
 
 async def eventually(attempt: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """`attempt()` again until it returns something, for at most WAIT_SECONDS."""
+    """`attempt()` again until it returns something, for at most WAIT_SECONDS.
+
+    Each attempt is a blocking read in Redis, so the loop waits there, not in a sleep.
+    """
     deadline = time.monotonic() + WAIT_SECONDS
     while (result := await attempt()) is None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
     return result
 
 
