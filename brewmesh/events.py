@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 BATCH = 100
 WAIT_SECONDS = 30.0
+OBSERVE_GATHER_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -196,11 +197,16 @@ class Bus:
         while True:
             types = sorted(t for (a, t) in self._observers if a == api)
             read = functools.partial(self.backend.read, api, cursor, types, others, BATCH, WAIT_SECONDS)
+            before = cursor
             batch, cursor = await _until_answered(f"observing {api}", read)
             for event in batch:
                 payload = unpack(event).payload
                 for observer in self._observers.get((api, event.type), ()):
                     observer(payload)
+            if cursor != before:
+                # Busy: let the next moment's events gather, one read for many (caches
+                # still hear of a change within milliseconds).
+                await asyncio.sleep(OBSERVE_GATHER_SECONDS)
 
     def listen(self, event: str, handler: Handler, listener_name: str | None = None) -> asyncio.Task[None]:
         """Run `handler` for each `event` (`<api>.<event type>`), at least once.

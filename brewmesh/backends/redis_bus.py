@@ -45,6 +45,7 @@ ID_RE = re.compile(r"(?P<ms>[0-9]{1,15})-(?P<seq>[0-9]{1,15})")
 PREFIX = "brewmesh:"
 RELAY_BATCH = 500
 PRUNE_EVERY = 1000
+FRESH_LIMIT = 4 * RELAY_BATCH
 RELAY_GATHER_SECONDS = 0.002
 PRUNE_WHEN_QUIET_SECONDS = 1.0
 RELAY_RETRY_SECONDS = 1.0
@@ -123,6 +124,7 @@ class RedisEventBackend:
         # Replayed events are delivered with their original id; acking them acks their replay entry.
         self._replayed: dict[tuple[str, str], bytes] = {}
         self._relayed: dict[str, int] = {}
+        self._fresh: dict[str, dict[int, EventRecord]] = {}
         self._unpruned = 0
         self._last_reclaim: dict[str, float] = {}
 
@@ -136,8 +138,16 @@ class RedisEventBackend:
 
     # -- writing: outbox, then relay ---------------------------------------------------
     def stage(self, tx: Tx, record: EventRecord) -> None:
-        insert_event(tx, record)
-        tx.after_commit(self._relay_due.set)
+        seq = insert_event(tx, record)
+        tx.after_commit(functools.partial(self._committed, record.api, seq, record))
+
+    def _committed(self, api: str, seq: int, record: EventRecord) -> None:
+        # Kept in memory so the relay need not read back what was just written; the
+        # outbox remains the truth (after a crash, or for another process's events).
+        fresh = self._fresh.setdefault(api, {})
+        if len(fresh) < FRESH_LIMIT:  # else Redis is behind: the outbox holds them
+            fresh[seq] = record
+        self._relay_due.set()
 
     async def _relay_forever(self) -> None:
         while True:
@@ -180,22 +190,36 @@ class RedisEventBackend:
         """
         more = False
         for api in self._served:
-            after = self._relayed.get(api, 0)
-            # By key, from the newest relayed on: a lookup, no hand-off to a reader thread.
-            rows = await self.store.lookup(_outbox_reader(api, after))
-            if not rows:
+            batch = await self._next_batch(api)
+            if not batch:
                 continue
             args: list[Any] = [self.retention]
-            for row in rows:
-                r = record_of(row)
-                args += [int(row["seq"]), r.type, r.scope, r.payload, r.time_ns, r.source]
+            for seq, r in batch:
+                args += [seq, r.type, r.scope, r.payload, r.time_ns, r.source]
             last = await self._relay_script(keys=[stream_key(api), relayed_key(api)], args=args)
-            self._relayed[api] = max(int(last), int(rows[-1]["seq"]))
-            self._unpruned += len(rows)
-            more = more or len(rows) == RELAY_BATCH
+            self._relayed[api] = max(int(last), batch[-1][0])
+            self._unpruned += len(batch)
+            more = more or len(batch) == RELAY_BATCH
         if self._unpruned >= PRUNE_EVERY:
             await self._prune()
         return more
+
+    async def _next_batch(self, api: str) -> list[tuple[int, EventRecord]]:
+        """The next events of `api` in sequence from the last relayed: from memory when this
+        process committed all of them, else from the outbox."""
+        after = self._relayed.get(api, 0)
+        fresh = self._fresh.get(api, {})
+        for seq in [s for s in fresh if s <= after]:
+            del fresh[seq]
+        batch: list[tuple[int, EventRecord]] = []
+        while (record := fresh.get(after + len(batch) + 1)) is not None and len(batch) < RELAY_BATCH:
+            batch.append((after + len(batch) + 1, record))
+        if (batch and len(batch) == len(fresh)) or len(batch) == RELAY_BATCH:
+            return batch
+        # A gap (another process's event, or one left by a crash): the outbox has them all.
+        # By key, from the newest relayed on: a lookup, no hand-off to a reader thread.
+        rows = await self.store.lookup(_outbox_reader(api, after))
+        return [(int(row["seq"]), record_of(row)) for row in rows]
 
     async def _prune(self) -> None:
         relayed = dict(self._relayed)

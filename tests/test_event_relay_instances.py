@@ -1,0 +1,76 @@
+"""Several instances of a service relay one API's events from a shared outbox.
+
+Each instance relays its own commits from memory; an event another instance
+committed leaves a gap that the relay fills from the outbox. Whatever the
+interleaving, every event reaches the API's stream once, in sequence order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from google.protobuf import any_pb2
+
+from brewmesh import event_backend
+from brewmesh.backends import open_store
+from brewmesh.backends.redis_bus import RedisEventBackend
+from brewmesh.event_backend import EVERYTHING
+from brewmesh.storage import Tx
+
+API = "brewmesh.recipes.v1.RecipeService"
+INSTANCES = 3
+EVENTS_EACH = 60
+WAIT_SECONDS = 2.0
+
+
+@asynccontextmanager
+async def instance(store_url: str, bus_url: str, data_dir: Path) -> AsyncIterator[RedisEventBackend]:
+    store = open_store(store_url, data_dir)
+    await store.migrate(event_backend.MIGRATIONS)
+    bus = RedisEventBackend(bus_url, store, (API,), retention=100_000)
+    try:
+        await bus.start()
+        yield bus
+    finally:
+        await bus.aclose()
+        await store.close()
+
+
+def _record(label: str) -> event_backend.EventRecord:
+    payload = any_pb2.Any(type_url="type.googleapis.com/test.Label", value=label.encode())
+    return event_backend.new_record(API, "recipe_updated", "", payload, label.split("/", maxsplit=1)[0])
+
+
+async def _fire(bus: RedisEventBackend, name: str) -> None:
+    for i in range(EVENTS_EACH):
+        record = _record(f"{name}/{i}")
+
+        def stage(tx: Tx, record: event_backend.EventRecord = record) -> None:
+            bus.stage(tx, record)
+
+        await bus.store.write(stage)
+
+
+async def test_interleaved_instances_put_every_event_on_the_stream_once_in_order(
+    pg_database: str, fresh_redis_url: str, tmp_path: Path
+) -> None:
+    async with AsyncExitStack() as stack:
+        buses = [
+            await stack.enter_async_context(instance(pg_database, fresh_redis_url, tmp_path / f"i{n}"))
+            for n in range(INSTANCES)
+        ]
+        await asyncio.gather(*(_fire(bus, f"i{n}") for n, bus in enumerate(buses)))
+        total = INSTANCES * EVENTS_EACH
+        seen: list[str] = []
+        cursor = None
+        while len(seen) < total:
+            batch, cursor = await buses[0].read(API, cursor, (), EVERYTHING, 500, WAIT_SECONDS)
+            assert batch, f"the stream stopped at {len(seen)} of {total} events"
+            seen += [event.payload.value.decode() for event in batch]
+        assert len(seen) == total and len(set(seen)) == total  # none lost, none twice
+        for n in range(INSTANCES):  # each instance's events in the order it committed them
+            mine = [label for label in seen if label.startswith(f"i{n}/")]
+            assert mine == [f"i{n}/{i}" for i in range(EVENTS_EACH)]
