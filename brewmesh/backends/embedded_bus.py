@@ -166,11 +166,13 @@ class EmbeddedEventBackend:
         )
         cursor = int(cursor_row["cursor"]) if cursor_row else 0
         rows = _select(tx, group.api, cursor, group.types, reader, limit) if head > cursor else []
-        for row in rows:
+        if rows:
+            seqs = [row["seq"] for row in rows]
+            # One statement for the batch: per-row round trips into SQLite cost more than the rows.
             tx.execute(
                 "INSERT INTO bus_claims (api, group_key, seq, member, deadline, attempts)"
-                " VALUES (?, ?, ?, ?, ?, 1)",
-                (group.api, group.key, row["seq"], member, now + visibility),
+                f" SELECT api, ?, seq, ?, ?, 1 FROM bus_events WHERE api = ? AND seq IN ({_marks(seqs)})",
+                (group.key, member, now + visibility, group.api, *seqs),
             )
         new_cursor = int(rows[-1]["seq"]) if rows else head
         if new_cursor > cursor:
@@ -191,12 +193,13 @@ class EmbeddedEventBackend:
         if not event_ids:
             return
 
+        seqs = [int(event_id) for event_id in event_ids]
+
         def ack(tx: Tx) -> None:
-            for event_id in event_ids:
-                tx.execute(
-                    "DELETE FROM bus_claims WHERE api = ? AND group_key = ? AND seq = ?",
-                    (group.api, group.key, int(event_id)),
-                )
+            tx.execute(
+                f"DELETE FROM bus_claims WHERE api = ? AND group_key = ? AND seq IN ({_marks(seqs)})",
+                (group.api, group.key, *seqs),
+            )
 
         await self.store.quick_write(ack)
 
@@ -269,10 +272,10 @@ def _select(tx: Tx, api: str, after: int, types: Sequence[str], reader: Reader, 
     sql = "SELECT * FROM bus_events WHERE api = ? AND seq > ?"
     params: list[object] = [api, after]
     if types:
-        sql += f" AND type IN ({','.join('?' * len(types))})"
+        sql += f" AND type IN ({_marks(types)})"
         params.extend(types)
     if reader.scopes is not None:
-        sql += f" AND scope IN ({','.join('?' * len(reader.scopes))})"
+        sql += f" AND scope IN ({_marks(list(reader.scopes))})"
         params.extend(sorted(reader.scopes))
     if reader.not_from is not None:
         sql += " AND source <> ?"
@@ -280,6 +283,11 @@ def _select(tx: Tx, api: str, after: int, types: Sequence[str], reader: Reader, 
     sql += " ORDER BY seq LIMIT ?"
     params.append(limit)
     return tx.fetchall(sql, params)
+
+
+def _marks(values: Sequence[object]) -> str:
+    """The placeholders of an IN list of `values`."""
+    return ",".join("?" * len(values))
 
 
 def _event(row: Row) -> events_pb2.Event:
