@@ -8,7 +8,6 @@ copy of the real protos and runs the real `buf` on it.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -17,24 +16,17 @@ from types import ModuleType
 
 import pytest
 
+from tests.build_scripts import scripts_module
+
 ROOT = Path(__file__).resolve().parent.parent
 BUF = str(Path(sys.executable).parent / "buf")
 PARTNERS_PROTO = Path("brewmesh/partners/v1/partners.proto")
 DISPLAY_NAME = "  string display_name = 3 [(google.api.field_behavior) = REQUIRED];\n"
 
 
-def _scripts_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "scripts"))  # it imports build_protos beside it
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def images() -> ModuleType:
-    return _scripts_module("buf_breaking")
+    return scripts_module("buf_breaking")
 
 
 def edited_protos(tmp_path: Path, old: str, new: str) -> Path:
