@@ -22,7 +22,7 @@ from typing import Protocol
 
 from google.protobuf import any_pb2, timestamp_pb2
 
-from brewmesh.auth import PUBLIC_SCOPE, Principal
+from brewmesh.auth import ADMIN, PUBLIC_SCOPE, Principal
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.names import COMMON_NAMESPACE
 from brewmesh.storage import Migration, Row, Tx
@@ -93,6 +93,11 @@ def reader_for(principal: Principal) -> Reader:
     return Reader(principal.readable_scopes())
 
 
+def namespace_reader(namespace: str) -> Reader:
+    """What the owner of `namespace` may read (the platform's namespace: everything)."""
+    return reader_for(ADMIN if namespace == COMMON_NAMESPACE else Principal(namespace))
+
+
 @dataclass(frozen=True)
 class GroupRef:
     """A listener group: its API, owner namespace, listener name and the event types it takes.
@@ -110,6 +115,38 @@ class GroupRef:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.listener}|{','.join(sorted(self.types))}"
+
+    @classmethod
+    def from_key(cls, api: str, key: str) -> GroupRef | None:
+        """The group a stored `key` names (None if it is not a group key), seeing what its
+        namespace may see."""
+        namespace, slash, rest = key.partition("/")
+        listener, bar, types = rest.partition("|")
+        if not (slash and bar and namespace and listener):
+            return None
+        return cls(
+            api, namespace, listener, tuple(t for t in types.split(",") if t), namespace_reader(namespace)
+        )
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """How far a listener group is: what `EventBus.ListListenerGroups` and the metrics show."""
+
+    group: GroupRef
+    position: str
+    """The id of the newest event handed to the group ("" if none yet)."""
+    lag_events: int
+    """Events the group will be given that it has not been yet (counted up to LAG_COUNT_LIMIT)."""
+    oldest_waiting_ns: int | None
+    """When the oldest of those was fired (None: the group is caught up)."""
+    pending: int
+    """Events handed to a member and not yet acknowledged."""
+    dead_letters: int
+
+
+LAG_COUNT_LIMIT = 10_000
+"""Lag is counted event by event (only those the group would be given), up to this many."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +210,10 @@ class EventBackend(Protocol):
         ...
 
     async def dead_letters(self, group: GroupRef, limit: int) -> list[DeadLetter]: ...
+
+    async def groups(self, api: str) -> list[GroupState]:
+        """Every listener group of `api`, with its position, lag, pending and dead letters."""
+        ...
 
     async def replay(self, group: GroupRef, event_ids: Sequence[str]) -> int:
         """Deliver these dead letters to the group again; how many there were."""

@@ -18,10 +18,12 @@ from collections.abc import Sequence
 
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.event_backend import (
+    LAG_COUNT_LIMIT,
     DeadLetter,
     Delivery,
     EventRecord,
     GroupRef,
+    GroupState,
     Reader,
     insert_event,
     record_of,
@@ -238,6 +240,9 @@ class EmbeddedEventBackend:
         )
         return [DeadLetter(_event(r), int(r["attempts"]), r["reason"], int(r["dead_time_ns"])) for r in rows]
 
+    async def groups(self, api: str) -> list[GroupState]:
+        return await self.store.read(functools.partial(_group_states, api=api))
+
     async def replay(self, group: GroupRef, event_ids: Sequence[str]) -> int:
         seqs = [int(i) for i in event_ids if ID_RE.fullmatch(i)]
 
@@ -268,8 +273,10 @@ class EmbeddedEventBackend:
                 await task
 
 
-def _select(tx: Tx, api: str, after: int, types: Sequence[str], reader: Reader, limit: int) -> list[Row]:
-    sql = "SELECT * FROM bus_events WHERE api = ? AND seq > ?"
+def _select(
+    tx: Tx, api: str, after: int, types: Sequence[str], reader: Reader, limit: int, columns: str = "*"
+) -> list[Row]:
+    sql = f"SELECT {columns} FROM bus_events WHERE api = ? AND seq > ?"
     params: list[object] = [api, after]
     if types:
         sql += f" AND type IN ({_marks(types)})"
@@ -283,6 +290,35 @@ def _select(tx: Tx, api: str, after: int, types: Sequence[str], reader: Reader, 
     sql += " ORDER BY seq LIMIT ?"
     params.append(limit)
     return tx.fetchall(sql, params)
+
+
+def _group_states(tx: Tx, api: str) -> list[GroupState]:
+    states = []
+    for row in tx.fetchall(
+        "SELECT group_key, cursor FROM bus_groups WHERE api = ? ORDER BY group_key", (api,)
+    ):
+        group = GroupRef.from_key(api, row["group_key"])
+        if group is None:
+            continue
+        cursor = int(row["cursor"])
+        waiting = _select(tx, api, cursor, group.types, group.reader, LAG_COUNT_LIMIT, columns="time_ns")
+        counts = tx.fetchone(
+            "SELECT (SELECT COUNT(*) FROM bus_claims WHERE api = ? AND group_key = ?) AS pending,"
+            " (SELECT COUNT(*) FROM bus_dead_letters WHERE api = ? AND group_key = ?) AS dead",
+            (api, group.key, api, group.key),
+        )
+        assert counts is not None
+        states.append(
+            GroupState(
+                group,
+                str(cursor) if cursor else "",
+                len(waiting),
+                int(waiting[0]["time_ns"]) if waiting else None,
+                int(counts["pending"]),
+                int(counts["dead"]),
+            )
+        )
+    return states
 
 
 def _marks(values: Sequence[object]) -> str:

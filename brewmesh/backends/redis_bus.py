@@ -28,10 +28,12 @@ from redis.exceptions import RedisError, ResponseError
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.errors import Unavailable
 from brewmesh.event_backend import (
+    LAG_COUNT_LIMIT,
     DeadLetter,
     Delivery,
     EventRecord,
     GroupRef,
+    GroupState,
     Reader,
     insert_event,
     record_of,
@@ -128,6 +130,7 @@ class RedisEventBackend:
         self._unpruned = 0
         self._last_reclaim: dict[str, float] = {}
 
+    @_unavailable_when_redis_fails
     async def start(self) -> None:
         """Check the connection, learn how far each API was relayed, then relay what is left."""
         for api in self._served:
@@ -364,6 +367,37 @@ class RedisEventBackend:
         await self.ack(group, [event.id])
 
     @_unavailable_when_redis_fails
+    @_unavailable_when_redis_fails
+    async def groups(self, api: str) -> list[GroupState]:
+        try:
+            infos = await self._redis.xinfo_groups(stream_key(api))
+        except ResponseError:  # no such stream: nothing fired, no group yet
+            return []
+        states = []
+        for info in sorted(infos, key=lambda i: i["name"]):
+            group = GroupRef.from_key(api, info["name"].decode())
+            if group is not None:
+                states.append(await self._group_state(group, info))
+        return states
+
+    async def _group_state(self, group: GroupRef, info: Mapping[str, Any]) -> GroupState:
+        position = info["last-delivered-id"].decode()
+        # Counted entry by entry: Redis's own `lag` counts every entry, other namespaces' too.
+        entries = await self._redis.xrange(stream_key(group.api), f"({position}", "+", count=LAG_COUNT_LIMIT)
+        waiting = [fields for _, fields in entries if _wanted(fields, group.types, group.reader)]
+        pending = int(info["pending"])
+        with contextlib.suppress(ResponseError):  # no replay stream yet
+            replays = await self._redis.xinfo_groups(replay_key(group))
+            pending += sum(int(r["pending"]) for r in replays if r["name"].decode() == group.key)
+        return GroupState(
+            group,
+            "" if position == "0-0" else position,
+            len(waiting),
+            int(waiting[0][b"time_ns"]) if waiting else None,
+            pending,
+            int(await self._redis.xlen(dead_key(group))),
+        )
+
     async def dead_letters(self, group: GroupRef, limit: int) -> list[DeadLetter]:
         entries = await self._redis.xrange(dead_key(group), count=limit)
         return [
