@@ -52,6 +52,11 @@ MIGRATIONS = (
             " PRIMARY KEY (api, group_key, seq))",
         ),
     ),
+    Migration(
+        "bus",
+        2,
+        ("ALTER TABLE bus_events ADD COLUMN trace TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 
 PUBLIC = PUBLIC_SCOPE
@@ -71,6 +76,8 @@ class EventRecord:
     payload: bytes
     time_ns: int
     source: str
+    trace: str = ""
+    """The W3C `traceparent` of the operation that fired it ("" outside a trace)."""
 
 
 @dataclass(frozen=True)
@@ -235,9 +242,18 @@ def insert_event(tx: Tx, record: EventRecord) -> int:
     assert row is not None
     seq = int(row["last_seq"])
     tx.execute(
-        "INSERT INTO bus_events (api, seq, type, scope, payload, time_ns, source)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (record.api, seq, record.type, record.scope, record.payload, record.time_ns, record.source),
+        "INSERT INTO bus_events (api, seq, type, scope, payload, time_ns, source, trace)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.api,
+            seq,
+            record.type,
+            record.scope,
+            record.payload,
+            record.time_ns,
+            record.source,
+            record.trace,
+        ),
     )
     return seq
 
@@ -248,15 +264,29 @@ def to_event(event_id: str, record: EventRecord) -> events_pb2.Event:
     moment = timestamp_pb2.Timestamp()
     moment.FromNanoseconds(record.time_ns)
     return events_pb2.Event(
-        id=event_id, api=record.api, type=record.type, payload=payload, time=moment, source=record.source
+        id=event_id,
+        api=record.api,
+        type=record.type,
+        payload=payload,
+        time=moment,
+        source=record.source,
+        traceparent=record.trace,
     )
 
 
 def record_of(row: Row) -> EventRecord:
     return EventRecord(
-        row["api"], row["type"], row["scope"], bytes(row["payload"]), int(row["time_ns"]), row["source"]
+        row["api"],
+        row["type"],
+        row["scope"],
+        bytes(row["payload"]),
+        int(row["time_ns"]),
+        row["source"],
+        row["trace"],
     )
 
 
-def new_record(api: str, event_type: str, scope: str, payload: any_pb2.Any, source: str) -> EventRecord:
-    return EventRecord(api, event_type, scope, payload.SerializeToString(), time.time_ns(), source)
+def new_record(
+    api: str, event_type: str, scope: str, payload: any_pb2.Any, source: str, trace: str = ""
+) -> EventRecord:
+    return EventRecord(api, event_type, scope, payload.SerializeToString(), time.time_ns(), source, trace)

@@ -30,6 +30,7 @@ from brewmesh.bus.v1 import events_pb2
 from brewmesh.errors import Unavailable
 from brewmesh.event_backend import EVERYTHING, PLATFORM, Delivery, EventBackend, GroupRef, Reader, new_record
 from brewmesh.storage import Store, Tx
+from brewmesh.tracing import current_traceparent, joined
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class Bus:
         self.registry.check_fire(api, event_type, payload)
         packed = any_pb2.Any()
         packed.Pack(payload)
-        self.backend.stage(tx, new_record(api, event_type, scope, packed, self.source))
+        record = new_record(api, event_type, scope, packed, self.source, current_traceparent())
+        self.backend.stage(tx, record)
         for observer in self._observers.get((api, event_type), ()):
             tx.after_commit(functools.partial(observer, payload))
 
@@ -251,7 +253,8 @@ class Bus:
             done: list[str] = []
             for delivery in batch:
                 try:
-                    await handler(unpack(delivery.event))
+                    with joined(delivery.event.traceparent):  # the handler's calls join the firer's trace
+                        await handler(unpack(delivery.event))
                 except Exception as error:
                     await self._failed(group, delivery, error)
                     continue
@@ -307,7 +310,8 @@ async def _handle_until_done(handler: Handler, event: events_pb2.Event) -> None:
     attempt = 0
     while True:
         try:
-            await handler(unpack(event))
+            with joined(event.traceparent):
+                await handler(unpack(event))
             return
         except Exception:
             attempt += 1

@@ -133,7 +133,7 @@ def test_scripts_run_with_the_callers_acl(passwords: dict[str, str], redis_serve
     """EVALSHA checks its declared keys; the commands a script runs are checked as well."""
     partners_keys = [stream_key(PARTNERS_API), relayed_key(PARTNERS_API)]
     recipes_keys = [stream_key(RECIPES_API), relayed_key(RECIPES_API)]
-    event = [1000, 1, "partner_created", "", b"payload", time.time_ns(), "forger"]
+    event = [1000, 1, "partner_created", "", b"payload", time.time_ns(), "forger", ""]
     with login(redis_server, passwords, "recipes") as recipes, redis_server.client() as admin:
         relay = recipes.register_script(RELAY_SCRIPT)  # loaded on first use (SCRIPT LOAD)
         assert relay(keys=recipes_keys, args=event) == 1
@@ -237,7 +237,7 @@ async def test_a_listener_sees_the_partners_event_and_never_the_forged_one(
             with pytest.raises(NoPermissionError):
                 await forger.register_script(RELAY_SCRIPT)(
                     keys=[stream_key(PARTNERS_API), relayed_key(PARTNERS_API)],
-                    args=[1000, 10**9, "partner_created", "", b"", 1, "x"],
+                    args=[1000, 10**9, "partner_created", "", b"", 1, "x", ""],
                 )
             await forger.aclose()
 

@@ -55,15 +55,21 @@ BLOCK_SLICE_SECONDS = 2.0
 # Above the longest blocking read: redis-py's default (5 s) would cut a blocked XREAD short.
 SOCKET_SECONDS = 10.0
 
-# KEYS: stream, relayed marker. ARGV: maxlen, then (seq, type, scope, payload, time_ns, source) per event.
+# KEYS: stream, relayed marker. ARGV: maxlen, then (seq, type, scope, payload, time_ns, source, trace)
+# per event; an empty trace is left out of the entry.
 RELAY_SCRIPT = """
 local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 local added = 0
-for i = 2, #ARGV, 6 do
+for i = 2, #ARGV, 7 do
   local seq = tonumber(ARGV[i])
   if seq > last then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[i + 1], 'scope', ARGV[i + 2],
-      'payload', ARGV[i + 3], 'time_ns', ARGV[i + 4], 'source', ARGV[i + 5])
+    local fields = {'type', ARGV[i + 1], 'scope', ARGV[i + 2], 'payload', ARGV[i + 3],
+      'time_ns', ARGV[i + 4], 'source', ARGV[i + 5]}
+    if ARGV[i + 6] ~= '' then
+      table.insert(fields, 'trace')
+      table.insert(fields, ARGV[i + 6])
+    end
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
     last = seq
     added = added + 1
   end
@@ -198,7 +204,7 @@ class RedisEventBackend:
                 continue
             args: list[Any] = [self.retention]
             for seq, r in batch:
-                args += [seq, r.type, r.scope, r.payload, r.time_ns, r.source]
+                args += [seq, r.type, r.scope, r.payload, r.time_ns, r.source, r.trace]
             last = await self._relay_script(keys=[stream_key(api), relayed_key(api)], args=args)
             self._relayed[api] = max(int(last), batch[-1][0])
             self._unpruned += len(batch)
@@ -458,5 +464,6 @@ def _event(api: str, event_id: str, fields: Mapping[bytes, bytes]) -> events_pb2
         fields[b"payload"],
         int(fields[b"time_ns"]),
         fields[b"source"].decode(),
+        fields.get(b"trace", b"").decode(),
     )
     return to_event(event_id, record)
