@@ -29,6 +29,7 @@ from brewmesh.apis import ApiRegistry
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.errors import Unavailable
 from brewmesh.event_backend import EVERYTHING, PLATFORM, Delivery, EventBackend, GroupRef, Reader, new_record
+from brewmesh.metrics import Metrics
 from brewmesh.storage import Store, Tx
 from brewmesh.tracing import current_traceparent, joined
 
@@ -99,11 +100,13 @@ class Bus:
         registry: ApiRegistry,
         service: str = "brewmesh",
         settings: BusSettings | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
         self.store = store
         self.registry = registry
         self.settings = settings or BusSettings()
+        self.metrics = metrics or Metrics()
         self.source = f"{socket.gethostname()}:{os.getpid()}/{service}"
         self._listeners: set[asyncio.Task[None]] = set()
         self._observers: dict[tuple[str, str], list[Observer]] = {}
@@ -121,6 +124,7 @@ class Bus:
         packed.Pack(payload)
         record = new_record(api, event_type, scope, packed, self.source, current_traceparent())
         self.backend.stage(tx, record)
+        tx.after_commit(self.metrics.events_fired.labels(api, event_type).inc)
         for observer in self._observers.get((api, event_type), ()):
             tx.after_commit(functools.partial(observer, payload))
 
@@ -167,10 +171,11 @@ class Bus:
                     if delivery.attempts > settings.max_deliveries:
                         # Handed out this often and never taken: poison for this group's members.
                         reason = f"not taken by a member after {delivery.attempts - 1} deliveries"
-                        await self.backend.bury(group, delivery, reason)
+                        await self._bury(group, delivery, reason)
                         continue
                     yield delivery.event
                     taken.append(delivery.event.id)
+                    self._delivered(group)
             finally:
                 await asyncio.shield(self.backend.ack(group, taken))
 
@@ -259,13 +264,21 @@ class Bus:
                     await self._failed(group, delivery, error)
                     continue
                 done.append(delivery.event.id)
+                self._delivered(group)
             with contextlib.suppress(Unavailable):  # unacknowledged: handed out again later
                 await self.backend.ack(group, done)
+
+    def _delivered(self, group: GroupRef) -> None:
+        self.metrics.events_delivered.labels(group.api, f"{group.namespace}/{group.listener}").inc()
+
+    async def _bury(self, group: GroupRef, delivery: Delivery, reason: str) -> None:
+        await self.backend.bury(group, delivery, reason)
+        self.metrics.events_dead_lettered.labels(group.api, f"{group.namespace}/{group.listener}").inc()
 
     async def _failed(self, group: GroupRef, delivery: Delivery, error: Exception) -> None:
         event_id = delivery.event.id
         if delivery.attempts >= self.settings.max_deliveries:
-            await self.backend.bury(group, delivery, f"{type(error).__name__}: {error}")
+            await self._bury(group, delivery, f"{type(error).__name__}: {error}")
             log.error(  # after the bury: the log says where the event is now
                 "listener %s gave up on event %s after %d attempts; it is in the dead letters",
                 group.listener,
