@@ -14,6 +14,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,21 @@ class Principal:
 ANONYMOUS = Principal(None)
 ADMIN = Principal(COMMON_NAMESPACE, is_admin=True)
 
-KeyLookup = Callable[[str], Awaitable["Principal | None"]]
-"""Maps an API key to its principal (None: no such key): the partners service's key table,
-read in process or through `PartnerService.GetCaller`."""
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What a valid key grants: its principal, until `expire_time` (None: until it is rotated)."""
+
+    principal: Principal
+    expire_time: datetime | None = None
+
+    def valid_at(self, moment: datetime) -> bool:
+        return self.expire_time is None or moment < self.expire_time
+
+
+KeyLookup = Callable[[str], Awaitable["KeyGrant | None"]]
+"""Maps an API key to what it grants (None: no such key, or no longer valid): the partners
+service's key table, read in process or through `PartnerService.GetCaller`."""
 
 
 def hash_key(key: str) -> str:
@@ -99,28 +112,51 @@ class Authenticator:
         # Without an admin key of its own, a process asks the partners service about that key too.
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self._lookup = lookup
-        # Keys that proved valid (never bad ones, so it cannot be flooded); keys are not revoked yet.
-        self._principals: dict[str, Principal] = {}
+        # Keys that proved valid (never bad ones, so it cannot be flooded), each until it expires
+        # or a rotation of its partner's key is heard of (`forget`).
+        self._known: dict[str, KeyGrant] = {}
+        # Counts `forget`s: a lookup that was under way meanwhile may have read a replaced key.
+        self._forgotten = 0
 
     async def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         return await self.resolve(context.invocation_metadata() or ())
 
     async def resolve(self, metadata: Iterable[tuple[str, str | bytes]]) -> Principal:
         """The principal for call metadata; UNAUTHENTICATED for a malformed or unknown key."""
+        return (await self.resolve_grant(metadata)).principal
+
+    async def require_grant(self, context: grpc.aio.ServicerContext[Any, Any]) -> KeyGrant:
+        """What the call's key grants (and until when); UNAUTHENTICATED without a key."""
+        grant = await self.resolve_grant(context.invocation_metadata() or ())
+        if not grant.principal.authenticated:
+            raise Unauthenticated(f"this call needs a key: {HOW_TO_AUTHENTICATE}")
+        return grant
+
+    async def resolve_grant(self, metadata: Iterable[tuple[str, str | bytes]]) -> KeyGrant:
         key = bearer_key(metadata)
         if key is None:
-            return ANONYMOUS
-        known = self._principals.get(key)
-        if known is not None:
+            return KeyGrant(ANONYMOUS)
+        now = datetime.now(UTC)
+        known = self._known.get(key)
+        if known is not None and known.valid_at(now):
             return known
+        forgotten = self._forgotten
         if self._admin_hash is not None and hmac.compare_digest(hash_key(key), self._admin_hash):
-            principal: Principal | None = ADMIN
+            grant: KeyGrant | None = KeyGrant(ADMIN)
         else:
-            principal = await self._lookup(key)
-        if principal is None:
+            grant = await self._lookup(key)
+        if grant is None or not grant.valid_at(now):
+            self._known.pop(key, None)
             raise Unauthenticated(f"the API key is not valid: {HOW_TO_AUTHENTICATE}")
-        self._principals[key] = principal
-        return principal
+        if forgotten == self._forgotten:
+            self._known[key] = grant
+        return grant
+
+    def forget(self, namespace: str) -> None:
+        """Check the keys of `namespace` afresh from now on: its key was rotated."""
+        self._forgotten += 1
+        for key in [k for k, grant in self._known.items() if grant.principal.namespace == namespace]:
+            del self._known[key]
 
     async def require_any(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         principal = await self.principal(context)
@@ -154,8 +190,12 @@ def bearer_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
             scheme, _, token = text.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            if scheme.lower() != "bearer":
                 raise Unauthenticated(f"malformed authorization metadata: {HOW_TO_AUTHENTICATE}")
+            if not token.strip():
+                raise Unauthenticated(
+                    f"the authorization metadata has no key after 'Bearer': {HOW_TO_AUTHENTICATE}"
+                )
             return token.strip()
     return None
 

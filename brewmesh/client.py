@@ -52,14 +52,29 @@ class _StreamKey(_KeyedCall, grpc.aio.UnaryStreamClientInterceptor):  # type: ig
         return await continuation(self._with_key(details), request)
 
 
-def channel(address: str, key: str | None = None, tls: bool = False) -> grpc.aio.Channel:
-    """A grpc.aio channel to `address`, sending `key` with every call when given."""
+def channel(
+    address: str,
+    key: str | None = None,
+    tls: bool = False,
+    credentials: grpc.ChannelCredentials | None = None,
+    keepalive: list[tuple[str, int]] | None = None,
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to `address`, sending `key` with every call when given.
+
+    `keepalive`: the channel's keepalive options (`brewmesh.keepalive.client_options`);
+    default: a ping after 30 s of quiet.
+
+    TLS with `credentials` (e.g. `grpc.ssl_channel_credentials(ca_pem)`, or
+    `Tls.channel_credentials()` for mTLS) when given, else with the system's
+    roots if `tls`, else plaintext.
+    """
     interceptors = [_UnaryKey(key), _StreamKey(key)] if key else None
-    if tls:
-        return grpc.aio.secure_channel(
-            address, grpc.ssl_channel_credentials(), options=_KEEPALIVE, interceptors=interceptors
-        )
-    return grpc.aio.insecure_channel(address, options=_KEEPALIVE, interceptors=interceptors)
+    if credentials is None and tls:
+        credentials = grpc.ssl_channel_credentials()
+    options = keepalive or _KEEPALIVE
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
 @dataclass
@@ -104,8 +119,14 @@ class MeshClient:
         await self.channel.close()
 
 
-def connect(address: str, key: str | None = None, tls: bool = False) -> MeshClient:
-    return MeshClient(channel(address, key, tls))
+def connect(
+    address: str,
+    key: str | None = None,
+    tls: bool = False,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> MeshClient:
+    """Typed stubs over `channel(address, key, tls, credentials)`."""
+    return MeshClient(channel(address, key, tls, credentials))
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:

@@ -10,6 +10,7 @@ the other services reached over gRPC. Only this module knows the services.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -19,18 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from brewmesh import bus_service, event_backend
 from brewmesh.apis import ApiRegistry
-from brewmesh.auth import Authenticator, KeyCheckInterceptor, KeyLookup, load_admin_key
-from brewmesh.backends import DB_FILE, open_store
+from brewmesh.auth import ADMIN_KEY_FILE, Authenticator, KeyCheckInterceptor, KeyLookup, load_admin_key
+from brewmesh.backends import DB_FILE, open_store, without_password
 from brewmesh.event_backend import EventBackend
 from brewmesh.events import Bus, BusSettings
+from brewmesh.key_rotation import forget_rotated_keys
 from brewmesh.pagination import PageTokens
 from brewmesh.remote_keys import RemoteKeys
 from brewmesh.runtime import Component, Runtime
 from brewmesh.secret_files import read_or_create
-from brewmesh.server import Server, Shutdown
+from brewmesh.server import Server, Shutdown, check_free, split_address
+from brewmesh.startup import Setting, StartError, blame
 from brewmesh.storage import Store
+from brewmesh.tls import Tls, check_plaintext, peer_credentials
 
 log = logging.getLogger(__name__)
 
@@ -101,43 +108,102 @@ class Mesh:
         components: Sequence[Component] | None = None,
         peers: dict[str, str] | None = None,
         backends: Backends | None = None,
+        tls: Tls | None = None,
+        insecure: bool = False,
     ) -> Mesh:
-        """Start a process of the mesh; `peers` says where components hosted elsewhere are."""
-        components = list(all_components() if components is None else components)
-        backends = backends or Backends()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        """Start a process of the mesh; `peers` says where components hosted elsewhere are.
+
+        It serves TLS with `tls` (and calls its peers with it); plaintext beyond
+        loopback only if `insecure`. A start that fails raises StartError naming
+        the setting at fault and undoes what it did: what it opened is closed,
+        and an admin key it generated is not left behind, never shown.
+        """
+        host, port = split_address(address)
+        check_plaintext(host, tls, insecure)  # the cheap checks before anything is touched
+        check_free(host, port)
+        async with contextlib.AsyncExitStack() as undo:
+            mesh = await cls._start(
+                undo,
+                data_dir,
+                address,
+                list(all_components() if components is None else components),
+                dict(peers or {}),
+                backends or Backends(),
+                tls,
+                insecure,
+            )
+            undo.pop_all()  # started: nothing to undo
+        return mesh
+
+    @classmethod
+    async def _start(
+        cls,
+        undo: contextlib.AsyncExitStack,
+        data_dir: Path,
+        address: str,
+        components: list[Component],
+        peers: dict[str, str],
+        backends: Backends,
+        tls: Tls | None,
+        insecure: bool,
+    ) -> Mesh:
+        with blame(Setting.DATA_DIR, f"cannot use {data_dir} as the data directory"):
+            data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(backends.store_url, data_dir)
-        # Each process applies the schema of what it hosts: a service owns its tables.
-        await store.migrate([*event_backend.MIGRATIONS, *(m for c in components for m in c.migrations)])
+        undo.push_async_callback(store.close)
+        store_setting = Setting.STORE if backends.store_url else Setting.DATA_DIR
+        with blame(store_setting, f"cannot use the store {store.description}"):
+            # Each process applies the schema of what it hosts: a service owns its tables.
+            await store.migrate([*event_backend.MIGRATIONS, *(m for c in components for m in c.migrations)])
         registry = ApiRegistry()
         for component in components:
             for api in component.apis:
                 registry.register(api)
         owns_keys = any(c.key_lookup for c in components)
-        admin_key, generated = load_admin_key(data_dir, create=owns_keys)
-        peers = dict(peers or {})
-        lookup, remote = _key_lookup(components, store, peers)
-        shutdown = Shutdown()
+        with blame(Setting.DATA_DIR, f"cannot keep secrets in {data_dir}"):
+            admin_key, generated = load_admin_key(data_dir, create=owns_keys)
+            if generated:  # shown only once the mesh serves: a failed start must not keep it
+                undo.callback((data_dir / ADMIN_KEY_FILE).unlink, missing_ok=True)
+            token_secret = _token_secret(data_dir)
+        lookup, remote = _key_lookup(components, store, peers, tls)
+        if remote:
+            undo.push_async_callback(remote.close)
+        bus_url = without_password(backends.bus_url or "")
+        with blame(Setting.BUS, f"cannot use the event bus {bus_url}"):
+            backend = await open_bus(backends, store, registry)
         service = "+".join(c.name for c in components)
+        shutdown = Shutdown()
         runtime = Runtime(
             data_dir=data_dir,
             store=store,
-            bus=Bus(await open_bus(backends, store, registry), store, registry, service, backends.bus),
+            bus=Bus(backend, store, registry, service, backends.bus),
             auth=Authenticator(admin_key, lookup),
-            page_tokens=PageTokens(_token_secret(data_dir)),
+            page_tokens=PageTokens(token_secret),
             shutdown=shutdown,
             peers=peers,
+            tls=tls,
+            hosted=frozenset(c.name for c in components),
         )
+        undo.push_async_callback(runtime.bus.close)
+        forget_rotated_keys(runtime.bus, runtime.auth)
         for component in components:
             if component.start:
                 await component.start(runtime)
+            if component.stop:
+                undo.push_async_callback(component.stop, runtime)
         bindings = [b for c in components for b in c.bindings(runtime)]
-        bindings.append(bus_service.binding(runtime.bus, registry, runtime.auth, shutdown))
-        server = Server(bindings, address, shutdown, interceptors=[KeyCheckInterceptor(runtime.auth)])
+        bindings.append(
+            bus_service.binding(runtime.bus, registry, runtime.auth, shutdown, runtime.page_tokens)
+        )
+        interceptors = [KeyCheckInterceptor(runtime.auth)]
+        server = Server(bindings, address, shutdown, interceptors=interceptors, tls=tls, insecure=insecure)
         mesh = cls(runtime, server, components, admin_key, generated, remote)
         await server.start()
+        undo.push_async_callback(server.stop, 0)
         for component in components:  # the components hosted here are reached here
             runtime.peers.setdefault(component.name, f"127.0.0.1:{server.port}")
+        if tls and len(components) > 1:
+            await _check_own_certificate(server.port, tls)
         # What start-up made lives as long as the process: keep it out of the collector's
         # full scans, which otherwise pause every call now and then for milliseconds.
         gc.freeze()
@@ -162,6 +228,23 @@ class Mesh:
 
 
 STEP_SECONDS = 5.0
+SELF_CHECK_SECONDS = 5.0
+
+
+async def _check_own_certificate(port: int, tls: Tls) -> None:
+    """The services hosted here call each other at 127.0.0.1: make sure TLS holds there."""
+    address = f"127.0.0.1:{port}"
+    async with grpc.aio.secure_channel(address, tls.own_credentials()) as channel:
+        try:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=SELF_CHECK_SECONDS
+            )
+        except grpc.aio.AioRpcError as error:
+            raise StartError(
+                Setting.TLS_CERT,
+                f"the services of this process call each other at {address}, and TLS fails there"
+                f" ({error.code().name}): the certificate needs the subject alternative name IP:127.0.0.1",
+            ) from error
 
 
 async def bounded_step(name: str, step: Awaitable[None], seconds: float) -> bool:
@@ -201,7 +284,7 @@ def _describe(task: asyncio.Task[Any]) -> str:
 
 
 def _key_lookup(
-    components: Sequence[Component], store: Store, peers: dict[str, str]
+    components: Sequence[Component], store: Store, peers: dict[str, str], tls: Tls | None
 ) -> tuple[KeyLookup, RemoteKeys | None]:
     """Keys are checked by the component that owns the key table: here, or over gRPC."""
     for component in components:
@@ -209,8 +292,10 @@ def _key_lookup(
             return component.key_lookup(store), None
     address = peers.get("partners")
     if address is None:
-        raise ValueError("a process without the partners service needs its address (--partners)")
-    remote = RemoteKeys(address)
+        raise StartError(
+            Setting.PEERS, "a process without the partners service needs the address of the partners service"
+        )
+    remote = RemoteKeys(address, peer_credentials(tls))
     return remote, remote
 
 

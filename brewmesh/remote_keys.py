@@ -1,15 +1,18 @@
 """Key checks through the partners service (`PartnerService.GetCaller`).
 
 A process that does not host the partners service never reads the key
-table: it asks the service that owns it, and remembers the answer (keys
-cannot be revoked yet, so a valid key stays valid).
+table: it asks the service that owns it, and its Authenticator remembers
+the answer until the key expires or `partner_key_rotated` says the
+partner's key changed.
 """
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import grpc
 
-from brewmesh.auth import ADMIN, Principal
+from brewmesh.auth import ADMIN, KeyGrant, Principal
 from brewmesh.errors import Unavailable
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 
@@ -19,12 +22,17 @@ CALL_SECONDS = 5.0
 class RemoteKeys:
     """A `KeyLookup` over a channel to the partners service."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+        """`credentials`: TLS to the partners service; None: plaintext."""
         self.address = address
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = (
+            grpc.aio.secure_channel(address, credentials)
+            if credentials
+            else grpc.aio.insecure_channel(address)
+        )
         self._stub = partners_pb2_grpc.PartnerServiceStub(self._channel)
 
-    async def __call__(self, key: str) -> Principal | None:
+    async def __call__(self, key: str) -> KeyGrant | None:
         try:
             caller = await self._stub.GetCaller(
                 partners_pb2.GetCallerRequest(),
@@ -38,7 +46,9 @@ class RemoteKeys:
                 f"cannot check the API key: the partners service at {self.address} answered "
                 f"{error.code().name} ({error.details()})"
             ) from error
-        return ADMIN if caller.admin else Principal(caller.namespace)
+        principal = ADMIN if caller.admin else Principal(caller.namespace)
+        expires = caller.key_expire_time.ToDatetime(UTC) if caller.HasField("key_expire_time") else None
+        return KeyGrant(principal, expires)
 
     async def close(self) -> None:
         await self._channel.close()

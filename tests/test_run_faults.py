@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +15,8 @@ import pytest
 from brewmesh.client import MeshClient, connect
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
-from tests.conftest import PartnerClient, start_machine_process, start_mesh_process
+from services.runner.component import KEEPALIVE_ENV, RESUME_ENV
+from tests.conftest import MeshUnderTest, PartnerClient, start_machine_process, start_mesh_process
 from tests.fleet import create_recipe, names, read_to_end, read_until, register_machines, run_request
 
 NS = "my-coffee-company"
@@ -118,3 +121,44 @@ async def test_a_machine_that_never_answers_fails_the_run_within_the_deadline(
     assert "DEADLINE_EXCEEDED" in run.failure_reason
     events = await read_to_end(partner.client.runner.Watch(run_pb.WatchRequest(run=run.name)))
     assert names(events) == ["run_requested", "failed"]
+
+
+KEEPALIVE_SECONDS, RESUME_SECONDS = 1.0, 1.5
+FROZEN_BOUND = 2 * KEEPALIVE_SECONDS + RESUME_SECONDS
+"""A silent connection is noticed within two keepalives; the run fails a resume window later."""
+
+
+@pytest.fixture
+def short_machine_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short keepalive and resume window for the runner the `mesh` fixture starts next
+    (in this process, or as its own process, which inherits the environment)."""
+    monkeypatch.setenv(KEEPALIVE_ENV, str(KEEPALIVE_SECONDS))
+    monkeypatch.setenv(RESUME_ENV, str(RESUME_SECONDS))
+
+
+@pytest.mark.usefixtures("short_machine_bounds")
+async def test_a_frozen_machine_fails_its_run_within_the_keepalive_bound(
+    mesh: MeshUnderTest, partner: PartnerClient
+) -> None:
+    machine = start_machine_process("vending", brew_seconds=60)
+    try:
+        await register_machines(
+            partner.client, NS, {"vending-1": ("vending", machine.address, ("takeout_requested",))}
+        )
+        recipe = await create_recipe(partner.client, NS, "lungo")
+        run = await partner.client.runner.Run(run_request("frozen-1", VENDING, recipe))
+        watch = partner.client.runner.Watch(run_pb.WatchRequest(run=run.name))
+        await read_until(watch, "brewing_started")
+        # Stopped, not killed: its connection stays open and nothing on it answers.
+        os.kill(machine.process.pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        ending = await read_to_end(watch, timeout=FROZEN_BOUND + 30)
+        took = time.monotonic() - frozen
+        failed = await partner.client.runner.GetRun(run_pb.GetRunRequest(name=run.name))
+    finally:
+        os.kill(machine.process.pid, signal.SIGCONT)
+        machine.kill()
+    assert names(ending)[-1] == "failed"
+    assert took < FROZEN_BOUND + 1.5, f"the run failed {took:.1f} s after the machine froze"
+    assert failed.state == run_pb.ProgramRun.STATE_FAILED
+    assert VENDING in failed.failure_reason and machine.address in failed.failure_reason

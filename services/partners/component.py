@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
-from brewmesh.auth import KeyLookup, Principal, hash_key
+from brewmesh.auth import KeyGrant, KeyLookup, Principal, hash_key
 from brewmesh.partners.v1 import partners_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
 from brewmesh.storage import Store, Tx
+from brewmesh.tls import machine_credentials
 from services.partners import machines, partners
 from services.partners.fleet_rpcs import API, status_changed_event
 from services.partners.health_checks import HealthChecker
@@ -22,10 +23,10 @@ DEFAULT_HEALTH_INTERVAL = 5.0
 def key_lookup(store: Store) -> KeyLookup:
     """Partner keys from this service's own key table."""
 
-    async def lookup(key: str) -> Principal | None:
+    async def lookup(key: str) -> KeyGrant | None:
         digest = hash_key(key)
-        namespace = await store.lookup(lambda tx: partners.namespace_for_key_hash(tx, digest))
-        return Principal(namespace) if namespace else None
+        owner = await store.lookup(lambda tx: partners.key_owner(tx, digest))
+        return KeyGrant(Principal(owner[0]), owner[1]) if owner else None
 
     return lookup
 
@@ -43,7 +44,7 @@ class Partners:
             )
 
         interval = float(os.environ.get(HEALTH_INTERVAL_ENV, DEFAULT_HEALTH_INTERVAL))
-        self.checker = HealthChecker(rt.store, on_change, interval)
+        self.checker = HealthChecker(rt.store, on_change, interval, machine_credentials(rt.tls))
         self.checker.start()
 
     async def stop(self, rt: Runtime) -> None:

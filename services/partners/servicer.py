@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -12,17 +13,25 @@ from brewmesh.event_backend import PUBLIC
 from brewmesh.pagination import check_page
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.runtime import Runtime
+from brewmesh.storage import Tx
 from services.partners import partners
 from services.partners.fleet_rpcs import API, Context, FleetRpcs
 from services.partners.partners import Partner
 
 
 def partner_proto(partner: Partner) -> partners_pb2.Partner:
-    created = timestamp_pb2.Timestamp()
-    created.FromDatetime(partner.create_time)
     return partners_pb2.Partner(
-        name=partner.name, namespace=partner.namespace, display_name=partner.display_name, create_time=created
+        name=partner.name,
+        namespace=partner.namespace,
+        display_name=partner.display_name,
+        create_time=_time(partner.create_time),
     )
+
+
+def _time(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
 
 
 class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
@@ -47,11 +56,43 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         partner, key = await self.rt.store.write(create)
         return partners_pb2.CreatePartnerResponse(partner=partner_proto(partner), api_key=key)
 
+    async def RotatePartnerKey(  # noqa: N802
+        self, request: partners_pb2.RotatePartnerKeyRequest, context: Context
+    ) -> partners_pb2.RotatePartnerKeyResponse:
+        v = Violations()
+        namespace = partners.parse_partner_name(v, "name", request.name)
+        v.raise_if_any()
+        assert namespace is not None
+        await self.rt.auth.require_writer(context, namespace)
+        given = request.old_key_grace_period
+        grace = partners.check_key_grace(v, "old_key_grace_period", given.seconds, given.nanos)
+        v.raise_if_any()
+        assert grace is not None
+
+        def rotate(tx: Tx) -> tuple[Partner, str, datetime]:
+            partner, key, expire = partners.rotate_key(tx, namespace, grace)
+            event = partners_pb2.PartnerKeyRotatedEvent(
+                partner=partner.name, old_key_expire_time=_time(expire)
+            )
+            self.rt.bus.fire(
+                tx, API, "partner_key_rotated", event, namespace
+            )  # the partner's and the admin's
+            return partner, key, expire
+
+        partner, key, expire = await self.rt.store.write(rotate)
+        return partners_pb2.RotatePartnerKeyResponse(
+            partner=partner_proto(partner), api_key=key, old_key_expire_time=_time(expire)
+        )
+
     async def GetCaller(  # noqa: N802
         self, request: partners_pb2.GetCallerRequest, context: Context
     ) -> partners_pb2.Caller:
-        principal = await self.rt.auth.require_any(context)
-        return partners_pb2.Caller(namespace=str(principal.namespace), admin=principal.is_admin)
+        grant = await self.rt.auth.require_grant(context)
+        principal = grant.principal
+        caller = partners_pb2.Caller(namespace=str(principal.namespace), admin=principal.is_admin)
+        if grant.expire_time is not None:
+            caller.key_expire_time.CopyFrom(_time(grant.expire_time))
+        return caller
 
     async def GetPartner(  # noqa: N802
         self, request: partners_pb2.GetPartnerRequest, context: Context

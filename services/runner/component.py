@@ -7,9 +7,10 @@ import os
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
+from brewmesh.tls import machine_credentials
 from services.runner import resolution, run_store
 from services.runner.follower import Follower
-from services.runner.machine_link import MachineLink
+from services.runner.machine_link import DEFAULT_KEEPALIVE_SECONDS, MachineLink
 from services.runner.recorder import API, RunRecorder
 from services.runner.resolution import Resolver
 from services.runner.run_feed import RunFeed
@@ -17,6 +18,9 @@ from services.runner.servicer import ProgramRunnerServicer
 
 RESUME_ENV = "BREWMESH_MACHINE_RESUME_SECONDS"
 DEFAULT_RESUME_SECONDS = 15.0
+KEEPALIVE_ENV = "BREWMESH_MACHINE_KEEPALIVE_SECONDS"
+"""A machine that stops answering is noticed within twice this; its runs then fail after the
+resume window (by default within 2 x 2.5 + 15 = 20 s)."""
 
 
 class Runner:
@@ -30,11 +34,15 @@ class Runner:
         self.feed: RunFeed | None = None
 
     async def start(self, rt: Runtime) -> None:
+        keepalive = float(os.environ.get(KEEPALIVE_ENV, DEFAULT_KEEPALIVE_SECONDS))
+        self.link = MachineLink(machine_credentials(rt.tls), keepalive)
         self.feed = feed = RunFeed(rt.store, rt.shutdown.event)
         recorder = RunRecorder(rt.store, rt.bus, feed)
         resume = float(os.environ.get(RESUME_ENV, DEFAULT_RESUME_SECONDS))
         self.follower = Follower(rt.store, self.link, recorder, resume)
-        self.resolver = resolver = Resolver(rt.address_of, remember=not rt.bus.backend.crosses_processes)
+        self.resolver = resolver = Resolver(
+            rt.address_of, remember=not rt.bus.backend.crosses_processes, credentials_for=rt.credentials_for
+        )
         for change in resolution.CHANGES:
             rt.bus.observe(change, resolver.on_change)
         # Events another runner instance recorded reach this one's watchers through the bus.

@@ -65,14 +65,18 @@ class Follower:
                     # Idempotent on the machine: recovers a Run lost in a runner crash.
                     await self.link.run(run, MACHINE_CALL_SECONDS)
                 started = True
+                if lost_since is not None:
+                    # A machine that takes the connection and answers nothing (a frozen process)
+                    # must not hold the run past the window: a small call first, within what is left.
+                    await self.link.get_run(
+                        run, max(0.05, lost_since + self.resume_seconds - time.monotonic())
+                    )
                 if await self._tail(run):
                     return
                 problem = "the machine ended the run's event stream before the run was over"
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.NOT_FOUND:
-                    await self.recorder.fail(
-                        run_id, f"the machine at {run.target.endpoint} no longer knows this run"
-                    )
+                    await self.recorder.fail(run_id, f"{machine_of(run)} no longer knows this run")
                     return
                 problem = f"{error.code().name}: {error.details()}"
             except Exception as error:
@@ -81,10 +85,7 @@ class Follower:
             now = time.monotonic()
             lost_since = lost_since or now
             if now - lost_since >= self.resume_seconds:
-                reason = (
-                    f"lost contact with the machine at {run.target.endpoint} for "
-                    f"{self.resume_seconds:g} s ({problem})"
-                )
+                reason = f"lost contact with {machine_of(run)} for {self.resume_seconds:g} s ({problem})"
                 await self.recorder.fail(run_id, reason)
                 return
             await asyncio.sleep(backoff)
@@ -121,3 +122,8 @@ class Follower:
                 arrived.put_nowait(event)
         finally:
             arrived.put_nowait(None)
+
+
+def machine_of(run: ProgramRun) -> str:
+    """The run's machine as a failure reason names it: its name and where it was reached."""
+    return f"machine '{run.request.machine}' at {run.target.endpoint}"

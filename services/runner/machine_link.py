@@ -7,23 +7,42 @@ from typing import Any
 
 import grpc
 
+from brewmesh import keepalive
 from brewmesh.client import channel
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from services.runner.program_runs import MachineTarget, ProgramRun
 from services.runner.run_protos import program_proto, to_struct
 
+DEFAULT_KEEPALIVE_SECONDS = 2.5
+"""With the default resume window (15 s), a frozen machine's runs fail within 20 s."""
+
 
 class MachineLink:
     """One channel per machine endpoint, reused by every run on it."""
 
-    def __init__(self) -> None:
-        self._channels: dict[tuple[str, bool], grpc.aio.Channel] = {}
+    def __init__(
+        self, tls: grpc.ChannelCredentials | None = None, keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+    ) -> None:
+        """`tls`: the credentials for machines declared with TLS (default: the system's roots).
+        `keepalive_seconds`: ping a quiet connection after this long, and drop it when the ping
+        is not answered within as long again, so a frozen machine is noticed."""
+        self._tls = tls
+        self._keepalive = keepalive.client_options(keepalive_seconds)
+        self._channels: dict[tuple[str, bool, str], grpc.aio.Channel] = {}
 
     def _stub(self, target: MachineTarget) -> Any:
-        key = (target.endpoint, target.tls)
+        key = (target.endpoint, target.tls, target.caller_token)
         if key not in self._channels:
-            self._channels[key] = channel(target.endpoint, tls=target.tls)
+            credentials = self._tls if target.tls else None
+            # The machine's caller token goes with every call, as `authorization: Bearer`.
+            self._channels[key] = channel(
+                target.endpoint,
+                target.caller_token or None,
+                tls=target.tls,
+                credentials=credentials,
+                keepalive=self._keepalive,
+            )
         return program_runner_pb2_grpc.ProgramRunnerStub(self._channels[key])
 
     async def run(self, run: ProgramRun, timeout: float) -> pb.ProgramRun:
@@ -36,6 +55,9 @@ class MachineLink:
             api_type=run.target.api_type,
         )
         return await self._stub(run.target).Run(request, timeout=timeout)
+
+    async def get_run(self, run: ProgramRun, timeout: float) -> pb.ProgramRun:
+        return await self._stub(run.target).GetRun(pb.GetRunRequest(name=run.name), timeout=timeout)
 
     def watch(self, run: ProgramRun, after: int) -> AsyncIterator[pb.ProgramEvent]:
         request = pb.WatchRequest(run=run.name, after_sequence=after)

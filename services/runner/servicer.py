@@ -10,15 +10,16 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from brewmesh.auth import Principal, check_namespace_access
-from brewmesh.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+from brewmesh.auth import Principal, bearer_key, check_namespace_access
+from brewmesh.errors import AlreadyExists, FailedPrecondition, NotFound, Violations, quote
 from brewmesh.names import check_resource_name
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.runtime import Runtime
 from brewmesh.storage import Conflict, Tx
+from brewmesh.struct_values import check_struct
 from services.runner import run_store
-from services.runner.follower import MACHINE_CALL_SECONDS, Follower
+from services.runner.follower import MACHINE_CALL_SECONDS, Follower, machine_of
 from services.runner.machine_link import MachineLink
 from services.runner.program_runs import (
     LIFECYCLE,
@@ -38,7 +39,7 @@ from services.runner.program_runs import (
 from services.runner.recorder import RunRecorder
 from services.runner.resolution import Resolver
 from services.runner.run_feed import RunFeed
-from services.runner.run_protos import from_struct, run_proto
+from services.runner.run_protos import run_proto
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -69,7 +70,8 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             return run_proto(_same_run(existing, asked))
         budget = _budget(context)
         target, (program, default_volume) = await asyncio.gather(
-            self.resolver.machine(asked.machine, budget), self.resolver.recipe(asked.recipe, budget)
+            self.resolver.machine(asked.machine, budget, bearer_key(context.invocation_metadata() or ())),
+            self.resolver.recipe(asked.recipe, budget),
         )
         run = await self._create(asked, program, target, asked.volume_ml or default_volume)
         if run.state == State.PENDING:
@@ -102,7 +104,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             await self.link.run(run, budget)
         except grpc.aio.AioRpcError as error:
             problem = f"{error.code().name}: {error.details()}"
-            reason = f"the machine at {run.target.endpoint} did not start the run ({problem})"
+            reason = f"{machine_of(run)} did not start the run ({problem})"
             failed = await self.recorder.fail(run.request.run_id, reason)
             return failed[0] if failed else run
         self.follower.follow(run.request.run_id, started=True)
@@ -144,12 +146,12 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         if request.event in {*LIFECYCLE, "context_set"}:
             v.add(
                 "event",
-                f"'{request.event}' is recorded by the machine, not signalled by a caller "
+                f"{quote(request.event)} is recorded by the machine, not signalled by a caller "
                 "(to ask for a cancellation, signal e.g. 'order_canceled')",
             )
+        attributes = check_struct(v, "attributes", request.attributes)
         v.raise_if_any()
         run = await self._visible_run(context, "run", request.run)
-        attributes = from_struct(request.attributes)
         recorded = await self.recorder.record(run.request.run_id, request.event, Origin.CALLER, attributes)
         if recorded is None:
             raise FailedPrecondition(f"run '{run.name}' is {run.state.name.lower()}: it takes no more events")
@@ -182,7 +184,8 @@ def _check_run_request(request: pb.RunRequest) -> RunRequest:
     if not request.machine.startswith(MACHINE_NAME_PREFIX) or "/coffeeMachines/" not in request.machine:
         v.add(
             "machine",
-            f"'{request.machine}' is not a machine: use e.g. 'partners/my-coffee-company/coffeeMachines/m1'",
+            f"{quote(request.machine)} is not a machine:"
+            " use e.g. 'partners/my-coffee-company/coffeeMachines/m1'",
         )
     check_resource_name(v, "recipe", request.recipe, "recipes")
     check_volume(v, request.volume_ml)
