@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeAlias
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from brewmesh.apis import ApiRegistry
 from brewmesh.auth import Authenticator, Principal
 from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc, events_pb2
-from brewmesh.errors import Violations
-from brewmesh.event_backend import GroupRef, reader_for
+from brewmesh.counts import check_count
+from brewmesh.errors import Violations, quote
+from brewmesh.event_backend import GroupRef, GroupState, reader_for
 from brewmesh.events import Bus
+from brewmesh.pagination import PageTokens, check_page
 from brewmesh.server import ServiceBinding, Shutdown
 
 LISTENER_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -22,6 +25,7 @@ SERVICE_NAME = event_bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name
 DEFAULT_DEAD_LETTERS = 100
 MAX_DEAD_LETTERS = 1000
 MAX_REPLAY = 1000
+MAX_EVENT_TYPES = 100
 
 Context: TypeAlias = grpc.aio.ServicerContext
 GroupRequest: TypeAlias = event_bus_pb2.ListDeadLettersRequest | event_bus_pb2.ReplayDeadLettersRequest
@@ -29,11 +33,14 @@ GroupRequest: TypeAlias = event_bus_pb2.ListDeadLettersRequest | event_bus_pb2.R
 
 
 class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
-    def __init__(self, bus: Bus, registry: ApiRegistry, auth: Authenticator, shutdown: Shutdown) -> None:
+    def __init__(
+        self, bus: Bus, registry: ApiRegistry, auth: Authenticator, shutdown: Shutdown, tokens: PageTokens
+    ) -> None:
         self.bus = bus
         self.registry = registry
         self.auth = auth
         self.shutdown = shutdown
+        self.tokens = tokens
 
     async def Subscribe(  # noqa: N802 (gRPC method name)
         self, request: event_bus_pb2.SubscribeRequest, context: Context
@@ -63,12 +70,14 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         if not api:
             v.add("api", "is required: the full name of a service, e.g. 'brewmesh.recipes.v1.RecipeService'")
         elif events is None:
-            v.add("api", f"'{api[:200]}' is not an API of this mesh: one of {sorted(self.registry.declared)}")
+            v.add("api", f"{quote(api)} is not an API of this mesh: one of {sorted(self.registry.declared)}")
+        if not check_count(v, "event_types", event_types, MAX_EVENT_TYPES, "event types"):
+            return
         for i, event_type in enumerate(event_types):
             if events is not None and event_type not in events:
                 v.add(
                     f"event_types[{i}]",
-                    f"'{event_type[:100]}' is not declared for {api}: one of {sorted(events)}",
+                    f"{quote(event_type)} is not declared for {api}: one of {sorted(events)}",
                 )
 
     def _check_group(self, v: Violations, request: GroupRequest) -> None:
@@ -84,7 +93,7 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         if after is None:
             v.add(
                 "after_id",
-                f"'{request.after_id[:100]}' is not an event id of this mesh:"
+                f"{quote(request.after_id)} is not an event id of this mesh:"
                 " pass the id of an event you received",
             )
         return after
@@ -140,15 +149,61 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         self._check_group(v, request)
         if not request.event_ids:
             v.add("event_ids", "is required: the ids of the dead letters to replay (DeadLetter.event.id)")
-        elif len(request.event_ids) > MAX_REPLAY:
-            v.add("event_ids", f"has {len(request.event_ids)} ids: replay at most {MAX_REPLAY} at once")
-        for i, event_id in enumerate(request.event_ids[:MAX_REPLAY]):
-            if self.bus.backend.parse_id(event_id) is None:
-                v.add(f"event_ids[{i}]", f"'{event_id[:100]}' is not an event id of this mesh")
+        elif check_count(v, "event_ids", request.event_ids, MAX_REPLAY, "ids"):
+            for i, event_id in enumerate(request.event_ids):
+                if self.bus.backend.parse_id(event_id) is None:
+                    v.add(f"event_ids[{i}]", f"{quote(event_id)} is not an event id of this mesh")
         v.raise_if_any()
         group = _named_group(principal, request)
         replayed = await self.bus.backend.replay(group, list(request.event_ids))
         return event_bus_pb2.ReplayDeadLettersResponse(replayed_count=replayed)
+
+    async def ListListenerGroups(  # noqa: N802
+        self, request: event_bus_pb2.ListListenerGroupsRequest, context: Context
+    ) -> event_bus_pb2.ListListenerGroupsResponse:
+        principal = await self.auth.require_any(context)
+        v = Violations()
+        if request.api:
+            self._check_api(v, request.api, ())
+        page = check_page(
+            v, self.tokens, request.page_size, request.page_token, f"listener-groups|{request.api}"
+        )
+        v.raise_if_any()
+        states: list[GroupState] = []
+        for api in [request.api] if request.api else sorted(self.registry.declared):
+            states += [
+                state
+                for state in await self.bus.backend.groups(api)
+                if principal.is_admin or state.group.namespace == principal.namespace
+            ]
+        found = sorted((s for s in states if _state_key(s) > page.after), key=_state_key)[: page.limit]
+        shown, next_token = page.finish(found, _state_key, self.tokens)
+        now_ns = time.time_ns()
+        return event_bus_pb2.ListListenerGroupsResponse(
+            listener_groups=[_listener_group(state, now_ns) for state in shown], next_page_token=next_token
+        )
+
+
+def _state_key(state: GroupState) -> str:
+    return f"{state.group.api}\x00{state.group.key}"
+
+
+def _listener_group(state: GroupState, now_ns: int) -> event_bus_pb2.ListenerGroup:
+    waited = duration_pb2.Duration()
+    if state.oldest_waiting_ns is not None:
+        waited.FromNanoseconds(max(0, now_ns - state.oldest_waiting_ns))
+    group = state.group
+    return event_bus_pb2.ListenerGroup(
+        api=group.api,
+        namespace=group.namespace,
+        listener_name=group.listener,
+        event_types=group.types,
+        position=state.position,
+        lag_events=state.lag_events,
+        lag=waited,
+        pending_events=state.pending,
+        dead_letters=state.dead_letters,
+    )
 
 
 def _check_listener(v: Violations, listener_name: str) -> None:
@@ -171,8 +226,10 @@ def _timestamp(time_ns: int) -> timestamp_pb2.Timestamp:
     return moment
 
 
-def binding(bus: Bus, registry: ApiRegistry, auth: Authenticator, shutdown: Shutdown) -> ServiceBinding:
-    servicer = EventBusServicer(bus, registry, auth, shutdown)
+def binding(
+    bus: Bus, registry: ApiRegistry, auth: Authenticator, shutdown: Shutdown, tokens: PageTokens
+) -> ServiceBinding:
+    servicer = EventBusServicer(bus, registry, auth, shutdown, tokens)
     return ServiceBinding(
         SERVICE_NAME, lambda server: event_bus_pb2_grpc.add_EventBusServicer_to_server(servicer, server)
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from brewmesh.errors import Violations
+from brewmesh.errors import Violations, quote
 
 COMMON_NAMESPACE = "common"
 
@@ -41,7 +41,7 @@ def check_namespace(v: Violations, field: str, value: str) -> str | None:
         v.add(field, f"is required: the namespace, {NAMESPACE_RULE}, e.g. 'my-coffee-company'")
         return None
     if not NAMESPACE_RE.fullmatch(value):
-        v.add(field, f"'{value}' is not a valid namespace: use {NAMESPACE_RULE}")
+        v.add(field, f"{quote(value)} is not a valid namespace: use {NAMESPACE_RULE}")
         return None
     return value
 
@@ -51,7 +51,7 @@ def check_id_component(v: Violations, field: str, value: str) -> str | None:
         v.add(field, f"is required: {ID_COMPONENT_RULE}, e.g. 'lungo-customato'")
         return None
     if not ID_COMPONENT_RE.fullmatch(value):
-        v.add(field, f"'{value}' is not a valid id: use {ID_COMPONENT_RULE}")
+        v.add(field, f"{quote(value)} is not a valid id: use {ID_COMPONENT_RULE}")
         return None
     return value
 
@@ -60,14 +60,14 @@ def check_composite_id(v: Violations, field: str, value: str) -> CompositeId | N
     namespace, sep, component = value.partition(":")
     if not value or not sep:
         example = "'my-coffee-company:lungo-customato'"
-        v.add(field, f"'{value}' is not a composite id: use 'namespace:id_component', e.g. {example}")
+        v.add(field, f"{quote(value)} is not a composite id: use 'namespace:id_component', e.g. {example}")
         return None
     ok_ns = _quiet(check_namespace, namespace)
     ok_id = _quiet(check_id_component, component)
     if not (ok_ns and ok_id):
         v.add(
             field,
-            f"'{value}' is not a valid id: namespace {NAMESPACE_RULE}; id component {ID_COMPONENT_RULE}",
+            f"{quote(value)} is not a valid id: namespace {NAMESPACE_RULE}; id component {ID_COMPONENT_RULE}",
         )
         return None
     return CompositeId(namespace, component)
@@ -80,7 +80,7 @@ def check_resource_name(v: Violations, field: str, value: str, collection: str) 
         v.add(field, f"is required: a name like '{prefix}my-coffee-company:lungo-customato'")
         return None
     if not value.startswith(prefix):
-        v.add(field, f"'{value}' is not a {collection} name: it starts with '{prefix}'")
+        v.add(field, f"{quote(value)} is not a {collection} name: it starts with '{prefix}'")
         return None
     return check_composite_id(v, field, value.removeprefix(prefix))
 
@@ -90,7 +90,9 @@ def check_language(v: Violations, field: str, value: str) -> str | None:
         v.add(field, "is required: an ISO 639-1 language code, two lowercase letters, e.g. 'en'")
         return None
     if not LANGUAGE_RE.fullmatch(value):
-        v.add(field, f"'{value}' is not an ISO 639-1 language code: use two lowercase letters, e.g. 'en'")
+        v.add(
+            field, f"{quote(value)} is not an ISO 639-1 language code: use two lowercase letters, e.g. 'en'"
+        )
         return None
     return value
 
@@ -100,7 +102,7 @@ def check_country(v: Violations, field: str, value: str) -> str | None:
     if value and not COUNTRY_RE.fullmatch(value):
         v.add(
             field,
-            f"'{value}' is not an ISO 3166-1 alpha-2 country code: use two uppercase letters, e.g. 'US'",
+            f"{quote(value)} is not an ISO 3166-1 alpha-2 country code: use two uppercase letters, e.g. 'US'",
         )
         return None
     return value
@@ -108,7 +110,7 @@ def check_country(v: Violations, field: str, value: str) -> str | None:
 
 def check_snake(v: Violations, field: str, value: str, what: str) -> str | None:
     if not SNAKE_RE.fullmatch(value):
-        v.add(field, f"'{value}' is not a valid {what}: use {SNAKE_RULE}")
+        v.add(field, f"{quote(value)} is not a valid {what}: use {SNAKE_RULE}")
         return None
     return value
 

@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_PAGE_TOKEN_CHARS = 1000
+"""Longer than any token this server issues: refused before it is hashed."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class PageTokens:
         """The last key of the previous page, '' for the first page, None if invalid."""
         if not token:
             return ""
+        if len(token) > MAX_PAGE_TOKEN_CHARS:
+            v.add(field, f"is {len(token)} characters, not a page token: pass next_page_token unchanged")
+            return None
         payload, _, signature = token.partition(".")
         # Bytes, not str: compare_digest refuses non-ASCII text, and a forged token may have some.
         if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):

@@ -1,7 +1,8 @@
 """The recipe builder: a recipe with its values, layouts and formatters, all or nothing.
 
 `check_build` validates every part first (reporting every violation, with
-paths into the BuildRecipe request); `build` then does every write in the
+paths into the BuildRecipe request; a part with too many entries is refused
+by its count, its entries unread); `build` then does every write in the
 one transaction it is given, so any failure (an existing recipe, a layout
 that exists with other content, another partner's formatter) rolls back all
 of it, events included.
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from brewmesh.auth import Principal, check_namespace_access
+from brewmesh.counts import check_count
 from brewmesh.errors import Violations
 from brewmesh.names import CompositeId
 from brewmesh.storage import Tx
@@ -23,6 +25,11 @@ from services.recipes.l10n import L10n, L10nInput, Values
 from services.recipes.layouts import Layout, LayoutSpec, NewLayout
 from services.recipes.locales import Locale
 from services.recipes.recipes import NewRecipe, Properties, Recipe
+
+MAX_L10N = 50
+"""Locales (a language, or a language in a country) one build puts values for."""
+MAX_LAYOUTS = 10
+MAX_FORMATTERS = 50
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,13 @@ class Built:
 def check_build(v: Violations, given: BuildInput) -> BuildPlan | None:
     with v.under("recipe"):
         recipe_id = recipes.check_new_recipe(v, given.recipe)
+    counts_fit = [
+        check_count(v, "l10n", given.l10n, MAX_L10N, "locales"),
+        check_count(v, "layouts", given.layouts, MAX_LAYOUTS, "layouts"),
+        check_count(v, "volume_formatters", given.formatters, MAX_FORMATTERS, "formatters"),
+    ]
+    if not all(counts_fit):
+        return None  # the entries are not checked one by one: there are too many
     entries = _check_l10n(v, given.l10n)
     new_layouts = _check_layouts(v, given.layouts)
     specs = _check_formatters(v, given.formatters)

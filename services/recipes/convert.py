@@ -2,21 +2,43 @@
 
 Conversion from a request never fails: it keeps what the client sent
 (unknown enum values become None) so the domain's checks can report every
-violation with its field path.
+violation with its field path. It keeps at most one item more than the
+domain allows of any list or map (`capped`), so a huge one costs nothing
+before its count is refused. A Struct is checked as it is converted
+(`check_struct`), its violations reported in the `Violations` given.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
+from brewmesh.counts import capped, capped_map
+from brewmesh.errors import Violations
 from brewmesh.recipes.v1 import formatters_pb2, layouts_pb2, recipes_pb2
-from services.recipes.builder import BuildInput, Built
+from brewmesh.struct_values import check_struct
+from services.recipes.builder import MAX_FORMATTERS, MAX_L10N, MAX_LAYOUTS, BuildInput, Built
 from services.recipes.formatters import FormatterInput, Operation, Transform, VolumeFormatter
-from services.recipes.l10n import L10n, L10nInput
-from services.recipes.layouts import FieldView, Layout, LayoutProperty, LayoutSpec, NewLayout, Overflow
-from services.recipes.recipes import PARAMETERS, PROGRAM, VOLUME, NewRecipe, Properties, Recipe
+from services.recipes.l10n import MAX_VALUES, L10n, L10nInput
+from services.recipes.layouts import (
+    MAX_PROPERTIES,
+    FieldView,
+    Layout,
+    LayoutProperty,
+    LayoutSpec,
+    NewLayout,
+    Overflow,
+)
+from services.recipes.recipes import (
+    MAX_MASK_PATHS,
+    PARAMETERS,
+    PROGRAM,
+    VOLUME,
+    NewRecipe,
+    Properties,
+    Recipe,
+)
 from services.recipes.rendering import LayoutViolation, Rendered, ViolationKind
 from services.recipes.search import RecipeView
 
@@ -50,11 +72,17 @@ def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
 # -- recipes -------------------------------------------------------------------------------
 
 
-def properties(proto: recipes_pb2.Recipe) -> Properties:
-    parameters = json_format.MessageToDict(proto.execution_properties.parameters)
+def properties(v: Violations, proto: recipes_pb2.Recipe, with_parameters: bool = True) -> Properties:
+    """The recipe's properties; `parameters` only `with_parameters` (an update may leave them)."""
+    given = proto.execution_properties.parameters
+    parameters = check_struct(v, PARAMETERS, given) if with_parameters else {}
     return Properties(
         proto.product_properties.default_volume_ml, proto.execution_properties.program_id, parameters
     )
+
+
+def mask_paths(proto: recipes_pb2.UpdateRecipeRequest) -> list[str]:
+    return capped(proto.update_mask.paths, MAX_MASK_PATHS)
 
 
 def fields_set(proto: recipes_pb2.Recipe) -> list[str]:
@@ -69,8 +97,11 @@ def fields_set(proto: recipes_pb2.Recipe) -> list[str]:
     return found
 
 
-def new_recipe(request: recipes_pb2.CreateRecipeRequest) -> NewRecipe:
-    return NewRecipe(request.namespace, request.id_component, properties(request.recipe))
+def new_recipe(v: Violations, request: recipes_pb2.CreateRecipeRequest) -> NewRecipe:
+    """The recipe to create; a bad Struct reported under `recipe`."""
+    with v.under("recipe"):
+        props = properties(v, request.recipe)
+    return NewRecipe(request.namespace, request.id_component, props)
 
 
 def recipe_proto(recipe: Recipe) -> recipes_pb2.Recipe:
@@ -94,7 +125,8 @@ def recipe_proto(recipe: Recipe) -> recipes_pb2.Recipe:
 
 def l10n_input(request: recipes_pb2.PutRecipeL10nRequest) -> L10nInput:
     given = request.l10n
-    return L10nInput(request.recipe, given.language_code, given.country_code, dict(given.values))
+    values = capped_map(given.values, MAX_VALUES)
+    return L10nInput(request.recipe, given.language_code, given.country_code, values)
 
 
 def l10n_proto(l10n: L10n) -> recipes_pb2.RecipeL10n:
@@ -116,9 +148,9 @@ def layout_spec(proto: layouts_pb2.Layout) -> LayoutSpec:
             p.field,
             FieldView(p.view.min_length, p.view.max_length, _OVERFLOWS.get(p.view.overflow)),
         )
-        for p in proto.properties
+        for p in capped(proto.properties, MAX_PROPERTIES)
     )
-    return LayoutSpec(proto.kind, properties, tuple(proto.required_fields))
+    return LayoutSpec(proto.kind, properties, tuple(capped(proto.required_fields, MAX_PROPERTIES)))
 
 
 def new_layout(request: layouts_pb2.CreateLayoutRequest) -> NewLayout:
@@ -191,12 +223,18 @@ def formatter_proto(formatter: VolumeFormatter) -> formatters_pb2.VolumeFormatte
 # -- builder and search ------------------------------------------------------------------------------
 
 
-def build_input(request: recipes_pb2.BuildRecipeRequest) -> BuildInput:
+def build_input(v: Violations, request: recipes_pb2.BuildRecipeRequest) -> BuildInput:
+    """The build as asked; a bad Struct reported under `recipe.recipe`."""
+    with v.under("recipe"):
+        recipe = new_recipe(v, request.recipe)
     return BuildInput(
-        recipe=new_recipe(request.recipe),
-        l10n=[l10n_input(entry) for entry in request.l10n],
-        layouts=[new_layout(entry) for entry in request.layouts],
-        formatters=[formatter_input(entry.volume_formatter) for entry in request.volume_formatters],
+        recipe=recipe,
+        l10n=[l10n_input(entry) for entry in capped(request.l10n, MAX_L10N)],
+        layouts=[new_layout(entry) for entry in capped(request.layouts, MAX_LAYOUTS)],
+        formatters=[
+            formatter_input(entry.volume_formatter)
+            for entry in capped(request.volume_formatters, MAX_FORMATTERS)
+        ],
     )
 
 

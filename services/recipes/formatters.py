@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from brewmesh.auth import Principal
-from brewmesh.errors import NotFound, PermissionDenied, Violations
+from brewmesh.errors import NotFound, PermissionDenied, Violations, quote
 from brewmesh.storage import Row, Tx
 from services.recipes.changes import Announcer
 from services.recipes.locales import Locale, check_locale, parse_tag
@@ -124,7 +124,7 @@ def _check_template(v: Violations, template: str) -> None:
         found = "does not contain" if PLACEHOLDER not in template else "contains more than once"
         v.add(
             "template",
-            f"'{template}' {found} {PLACEHOLDER}: put it exactly once where the number goes, {example}",
+            f"{quote(template)} {found} {PLACEHOLDER}: put it exactly once where the number goes, {example}",
         )
 
 
@@ -146,7 +146,7 @@ def parse_formatter_name(v: Violations, field_path: str, name: str) -> Locale | 
     if not name.startswith(prefix):
         v.add(
             field_path,
-            f"'{name}' is not a volume formatter name: use one like '{prefix}en' or '{prefix}en-US'",
+            f"{quote(name)} is not a volume formatter name: use one like '{prefix}en' or '{prefix}en-US'",
         )
         return None
     return parse_tag(v, field_path, name.removeprefix(prefix))

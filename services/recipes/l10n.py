@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from brewmesh.errors import NotFound, Violations
+from brewmesh.counts import check_count
+from brewmesh.errors import NotFound, Violations, quote
 from brewmesh.names import SNAKE_RE, SNAKE_RULE, CompositeId
 from brewmesh.storage import Row, Tx
 from services.recipes import recipes
@@ -22,6 +23,7 @@ from services.recipes.recipes import recipe_name
 
 MAX_VALUE_CHARS = 1000
 MAX_VALUES = 100
+MAX_KEY_IN_PATH = 100  # a longer key is invalid anyway; its path need not hold all of it
 SEGMENT = "/l10n/"
 
 Values = Mapping[str, str]
@@ -78,16 +80,22 @@ def check_entry(v: Violations, put: L10nInput) -> Locale | None:
 def check_values(v: Violations, values: Values) -> None:
     if not values:
         v.add("values", "is empty: give at least one field's text, e.g. 'search_title'")
-    elif len(values) > MAX_VALUES:
-        v.add("values", f"has {len(values)} fields: put at most {MAX_VALUES}")
+    if not check_count(v, "values", values, MAX_VALUES, "fields"):
+        return
     for key, text in values.items():
-        path = f"values[{json.dumps(key, ensure_ascii=False)}]"
         if not SNAKE_RE.fullmatch(key):
-            v.add(path, f"'{key}' is not a field name: use {SNAKE_RULE}, as the layout names it")
+            v.add(
+                _value_path(key),
+                f"{quote(key)} is not a field name: use {SNAKE_RULE}, as layouts name fields",
+            )
         if not text:
-            v.add(path, "is empty: give the text (1 to 1000 characters) or leave the field out")
+            v.add(_value_path(key), "is empty: give the text (1 to 1000 characters) or leave the field out")
         elif len(text) > MAX_VALUE_CHARS:
-            v.add(path, f"is {len(text)} characters: use at most {MAX_VALUE_CHARS}")
+            v.add(_value_path(key), f"is {len(text)} characters: use at most {MAX_VALUE_CHARS}")
+
+
+def _value_path(key: str) -> str:
+    return f"values[{json.dumps(key[:MAX_KEY_IN_PATH], ensure_ascii=False)}]"
 
 
 def parse_l10n_name(v: Violations, field_path: str, name: str) -> tuple[CompositeId, Locale] | None:
@@ -95,7 +103,7 @@ def parse_l10n_name(v: Violations, field_path: str, name: str) -> tuple[Composit
     recipe_part, sep, tag = name.partition(SEGMENT)
     if not sep:
         example = "'recipes/my-coffee-company:lungo-customato/l10n/en-US'"
-        v.add(field_path, f"'{name}' is not a recipe l10n name: use one like {example}")
+        v.add(field_path, f"{quote(name)} is not a recipe l10n name: use one like {example}")
         return None
     recipe_id = recipes.parse_recipe_name(v, field_path, recipe_part)
     locale = parse_tag(v, field_path, tag)

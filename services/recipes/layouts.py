@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from brewmesh.errors import AlreadyExists, NotFound, Violations
+from brewmesh.counts import check_count
+from brewmesh.errors import AlreadyExists, NotFound, Violations, quote
 from brewmesh.names import COMMON_NAMESPACE, CompositeId, check_composite_id, check_resource_name, check_snake
 from brewmesh.storage import Row, Tx
 from services.recipes.changes import Announcer
@@ -102,8 +103,10 @@ def check_spec(v: Violations, spec: LayoutSpec) -> None:
     check_snake(v, "kind", spec.kind, "layout kind (e.g. 'recipe_search')")
     if not spec.properties:
         v.add("properties", "is empty: list the fields the UI shows, e.g. 'search_title'")
-    elif len(spec.properties) > MAX_PROPERTIES:
-        v.add("properties", f"has {len(spec.properties)} fields: use at most {MAX_PROPERTIES}")
+    fits = check_count(v, "properties", spec.properties, MAX_PROPERTIES, "fields")
+    # Required fields are among the properties: no more of them than that.
+    if not check_count(v, "required_fields", spec.required_fields, MAX_PROPERTIES, "fields") or not fits:
+        return
     seen: set[str] = set()
     for i, prop in enumerate(spec.properties):
         with v.under(f"properties[{i}]"):
@@ -114,14 +117,14 @@ def check_spec(v: Violations, spec: LayoutSpec) -> None:
 
 def _check_property(v: Violations, prop: LayoutProperty, earlier: set[str]) -> None:
     if check_snake(v, "field", prop.field, "field name (e.g. 'search_title')") and prop.field in earlier:
-        v.add("field", f"'{prop.field}' is listed twice: field names are unique within a layout")
+        v.add("field", f"{quote(prop.field)} is listed twice: field names are unique within a layout")
     with v.under("view"):
         check_view(v, prop.view)
 
 
 def check_view(v: Violations, view: FieldView) -> None:
-    if view.min_length < 0:
-        v.add("min_length", f"is {view.min_length}: use 0 or more characters")
+    if not 0 <= view.min_length <= MAX_LENGTH_LIMIT:
+        v.add("min_length", f"is {view.min_length}: use 0 to {MAX_LENGTH_LIMIT} characters")
     if view.max_length < 0:
         v.add("max_length", f"is {view.max_length}: use 0 for no limit, or at least 1 character")
     elif view.max_length > MAX_LENGTH_LIMIT:
@@ -141,10 +144,10 @@ def _check_required(v: Violations, required: tuple[str, ...], fields: set[str]) 
         if name not in fields:
             v.add(
                 path,
-                f"'{name}' is not one of the layout's properties: add it to properties or remove it here",
+                f"{quote(name)} is not one of the layout's properties: add it to properties, or remove it",
             )
         elif name in required[:i]:
-            v.add(path, f"'{name}' is listed twice: list each required field once")
+            v.add(path, f"{quote(name)} is listed twice: list each required field once")
 
 
 def parse_layout_name(v: Violations, field_path: str, name: str) -> CompositeId | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brewmesh.errors import Violations
+from brewmesh.errors import Violations, quote
 from brewmesh.names import check_country, check_language, locale_tag
 
 
@@ -51,7 +51,8 @@ def parse_tag(v: Violations, field: str, tag: str) -> Locale | None:
     locale = check_locale(scratch, language, country)
     if locale is None or (tag.endswith("-") and not country):
         v.add(
-            field, f"'{tag}' is not a locale: use a language code or language-COUNTRY, e.g. 'en' or 'en-US'"
+            field,
+            f"{quote(tag)} is not a locale: use a language code or language-COUNTRY, e.g. 'en' or 'en-US'",
         )
         return None
     return locale

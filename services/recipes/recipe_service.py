@@ -31,11 +31,11 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
     ) -> recipes_pb2.Recipe:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
-        recipe_id = checked(v, recipes.check_new_recipe(v, convert.new_recipe(request)))
+        new = convert.new_recipe(v, request)
+        recipe_id = checked(v, recipes.check_new_recipe(v, new))
         check_namespace_access(principal, recipe_id.namespace)
-        props = convert.properties(request.recipe)
         recipe = await self.rt.store.quick_write(
-            lambda tx: recipes.insert(tx, recipe_id, props, self.announce)
+            lambda tx: recipes.insert(tx, recipe_id, new.properties, self.announce)
         )
         return convert.recipe_proto(recipe)
 
@@ -68,9 +68,9 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         principal = await self.rt.auth.require_any(context)
         v = Violations()
         parsed_id = recipes.parse_recipe_name(v, "recipe.name", request.recipe.name)
-        mask = recipes.resolve_mask(v, list(request.update_mask.paths), convert.fields_set(request.recipe))
-        new = convert.properties(request.recipe)
+        mask = recipes.resolve_mask(v, convert.mask_paths(request), convert.fields_set(request.recipe))
         with v.under("recipe"):
+            new = convert.properties(v, request.recipe, with_parameters=recipes.PARAMETERS in mask)
             recipes.check_properties(v, new, mask)
         recipe_id = checked(v, parsed_id)
         check_namespace_access(principal, recipe_id.namespace)
@@ -115,7 +115,7 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
     ) -> recipes_pb2.BuildRecipeResponse:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
-        plan = checked(v, builder.check_build(v, convert.build_input(request)))
+        plan = checked(v, builder.check_build(v, convert.build_input(v, request)))
         builder.check_access(plan, principal)
         built = await self.rt.store.write(lambda tx: builder.build(tx, plan, principal, self.announce))
         return convert.built_proto(built)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from brewmesh.errors import AlreadyExists, NotFound, Violations
+from brewmesh.counts import check_count
+from brewmesh.errors import AlreadyExists, NotFound, Violations, quote
 from brewmesh.names import CompositeId, check_id_component, check_namespace, check_resource_name
 from brewmesh.storage import Row, Tx
 from services.recipes.changes import Announcer
@@ -22,6 +23,7 @@ from services.recipes.changes import Announcer
 COLLECTION = "recipes"
 MAX_VOLUME_ML = 5000
 MAX_PARAMETERS_CHARS = 10_000
+MAX_MASK_PATHS = 10
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 VOLUME = "product_properties.default_volume_ml"
@@ -109,7 +111,9 @@ def _check_program_id(v: Violations, program_id: str) -> None:
     if not program_id:
         v.add(PROGRAM, "is required: the machine program to run, e.g. 'lungo'")
     elif not PROGRAM_ID_RE.fullmatch(program_id):
-        v.add(PROGRAM, f"'{program_id}' is not a program id: use 1 to 100 letters, digits, '-', '_' or '.'")
+        v.add(
+            PROGRAM, f"{quote(program_id)} is not a program id: use 1 to 100 letters, digits, '-', '_' or '.'"
+        )
 
 
 def parse_recipe_name(v: Violations, field_path: str, name: str) -> CompositeId | None:
@@ -122,6 +126,8 @@ def resolve_mask(v: Violations, paths: Sequence[str], set_in_request: Sequence[s
     `paths` is the request's update mask; empty means every field the
     request sets (`set_in_request`, leaf paths).
     """
+    if not check_count(v, "update_mask.paths", paths, MAX_MASK_PATHS, "paths"):
+        return ()
     if not paths:
         if not set_in_request:
             v.add(
@@ -134,7 +140,9 @@ def resolve_mask(v: Violations, paths: Sequence[str], set_in_request: Sequence[s
         leaves = MASK_PATHS.get(path)
         if leaves is None:
             known = ", ".join(MASK_PATHS)
-            v.add(f"update_mask.paths[{i}]", f"'{path}' is not a field you can update: use one of {known}")
+            v.add(
+                f"update_mask.paths[{i}]", f"{quote(path)} is not a field you can update: use one of {known}"
+            )
             continue
         chosen.update(leaves)
     return tuple(f for f in FIELDS if f in chosen)
