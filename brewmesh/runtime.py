@@ -6,12 +6,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 from brewmesh.auth import Authenticator, KeyLookup
 from brewmesh.errors import Unavailable
 from brewmesh.events import Bus
 from brewmesh.pagination import PageTokens
 from brewmesh.server import ServiceBinding, Shutdown
 from brewmesh.storage import Migration, Store
+from brewmesh.tls import Tls, peer_credentials
 
 
 @dataclass
@@ -26,12 +29,20 @@ class Runtime:
     shutdown: Shutdown
     peers: dict[str, str] = field(default_factory=dict)
     """Where each component of the mesh is served (`recipes` -> `host:port`)."""
+    tls: Tls | None = None
+    """The process's TLS: it serves with it, and calls its peers and TLS machines with it."""
+    hosted: frozenset[str] = frozenset()
+    """The components this process hosts (reached at its own port)."""
 
     def address_of(self, component: str) -> str:
         address = self.peers.get(component)
         if address is None:
             raise Unavailable(f"no address is configured for the {component} service")
         return address
+
+    def credentials_for(self, component: str) -> grpc.ChannelCredentials | None:
+        """How to call `component`: plaintext, or TLS as a peer (or as itself, if hosted here)."""
+        return peer_credentials(self.tls, hosted_here=component in self.hosted)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,10 @@ class Conflict(Exception):
     """A write lost to a concurrent one: a unique key it inserts exists now."""
 
 
+class StoreUnusable(Exception):
+    """The store's file or database cannot be opened, or holds no store (raised by its backend)."""
+
+
 @dataclass(frozen=True)
 class Transaction(Generic[T]):
     """What a backend is asked to run.

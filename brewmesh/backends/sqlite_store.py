@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from brewmesh.storage import Conflict, Params, Row, Transaction, Tx
+from brewmesh.storage import Conflict, Params, Row, StoreUnusable, Transaction, Tx
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,13 @@ class SqliteBackend:
         return connection
 
     def _connect(self, lock_wait_ms: int = LOCK_WAIT_MS) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # The first read: a file that is no database fails here.
+            connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as error:
+            raise StoreUnusable(str(error)) from error
         connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute(f"PRAGMA busy_timeout={lock_wait_ms}")
@@ -181,7 +185,12 @@ class SqliteBackend:
             batch.append(self._queued.popleft())
         if not batch:
             return  # an earlier call took this one's write
-        connection = self._connection()
+        try:
+            connection = self._connection()
+        except BaseException as error:  # no database to write to: each caller hears why
+            failed: list[_Outcome] = [(write, None, error, []) for write in batch]
+            loop.call_soon_threadsafe(self._report, failed)
+            return
         outcomes: list[_Outcome] = []
         try:
             connection.execute(BEGIN_WRITE)

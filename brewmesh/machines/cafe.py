@@ -19,8 +19,8 @@ EMITS = ("brewing_started", "brewing_finished", "modify_rejected")
 TAKEOUT_MODES = ("counter", "contactless")
 
 
-def build(brew_seconds: float = DEFAULT_BREW_SECONDS) -> Machine:
-    machine = Machine()
+def build(brew_seconds: float = DEFAULT_BREW_SECONDS, caller_token: str | None = None) -> Machine:
+    machine = Machine(caller_token=caller_token)
 
     @machine.program_run_handler(API_TYPE, handles=HANDLES)
     async def run(program: Program) -> None:

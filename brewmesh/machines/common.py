@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from brewmesh.sdk import ContextEvent, Machine, Program
 
 DEFAULT_BREW_SECONDS = 2.0
 MAX_BREW_SECONDS = 600.0
+
+
+class MachineBuilder(Protocol):
+    """Builds a machine that brews for `brew_seconds`, serving only `caller_token`'s holder if given."""
+
+    def __call__(self, brew_seconds: float = ..., caller_token: str | None = None) -> Machine: ...
 
 
 @dataclass(frozen=True)
@@ -19,7 +25,7 @@ class ReferenceMachine:
     summary: str
     handles: tuple[str, ...]
     emits: tuple[str, ...]
-    build: Callable[[float], Machine]
+    build: MachineBuilder
 
 
 def brew_time(program: Program, default: float) -> float:

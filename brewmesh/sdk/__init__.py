@@ -24,6 +24,7 @@ from brewmesh.sdk.handlers import Registration
 from brewmesh.sdk.machine import DEFAULT_PORT, Machine
 from brewmesh.sdk.program import Callback, ContextEvent, Program, ProgramContext
 from brewmesh.sdk.runs import RunEnded
+from brewmesh.tls import Tls
 
 __all__ = [
     "DEFAULT_PORT",
@@ -35,4 +36,5 @@ __all__ = [
     "Registration",
     "RunEnded",
     "RunHandler",
+    "Tls",
 ]

@@ -18,12 +18,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from brewmesh.caller_tokens import CallerCheck
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.sdk.execution import RunHandler
 from brewmesh.sdk.handlers import Handlers, Registration
 from brewmesh.sdk.runs import RunStore
 from brewmesh.sdk.servicer import SERVICE_NAME, ProgramRunnerServicer
 from brewmesh.server import DEFAULT_GRACE_SECONDS, Server, ServiceBinding, Shutdown
+from brewmesh.tls import Tls
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,15 @@ DEFAULT_KEEP_FINISHED_RUNS = 1000
 class Machine:
     """Program run handlers by API type, and the ProgramRunner server for them."""
 
-    def __init__(self, *, keep_finished_runs: int = DEFAULT_KEEP_FINISHED_RUNS) -> None:
+    def __init__(
+        self, *, keep_finished_runs: int = DEFAULT_KEEP_FINISHED_RUNS, caller_token: str | None = None
+    ) -> None:
+        """`caller_token`: serve ProgramRunner only to callers presenting it (the mesh's runner,
+        when the same token is declared for the machine with PutCoffeeMachines); others get
+        UNAUTHENTICATED. See `brewmesh.caller_tokens`."""
         self.handlers = Handlers()
         self._keep_finished_runs = keep_finished_runs
+        self._caller_check = CallerCheck(SERVICE_NAME, caller_token) if caller_token else None
         self._server: Server | None = None
         self._servicer: ProgramRunnerServicer | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -77,8 +85,14 @@ class Machine:
     def port(self) -> int:
         return self.server.port
 
-    async def start(self, address: str = "127.0.0.1:0") -> int:
-        """Serve on `address` (port 0: any free port); returns the port."""
+    async def start(
+        self, address: str = "127.0.0.1:0", tls: Tls | None = None, insecure: bool = False
+    ) -> int:
+        """Serve on `address` (port 0: any free port); returns the port.
+
+        With `tls`, serve TLS (with its CA: only to clients presenting a certificate the CA
+        signed, e.g. the mesh's runner). Plaintext beyond loopback only if `insecure`.
+        """
         if self._server is not None:
             raise RuntimeError("the machine is already started")
         if not len(self.handlers):
@@ -89,8 +103,17 @@ class Machine:
             SERVICE_NAME,
             lambda server: program_runner_pb2_grpc.add_ProgramRunnerServicer_to_server(servicer, server),
         )
-        server = Server([binding], address, shutdown, on_stop=[self._closed])
-        port = await server.start()  # raises OSError if it cannot listen; the machine stays unstarted
+        checks = [self._caller_check] if self._caller_check else []
+        server = Server(
+            [binding],
+            address,
+            shutdown,
+            on_stop=[self._closed],
+            interceptors=checks,
+            tls=tls,
+            insecure=insecure,
+        )
+        port = await server.start()  # a StartError if it cannot listen; the machine stays unstarted
         self._server, self._servicer = server, servicer
         # However the server is stopped (stop(), a signal), runs still going
         # end as failed the moment it begins to stop, so their watchers see
@@ -102,10 +125,15 @@ class Machine:
         await self.server.stop(grace)
 
     async def serve(
-        self, port: int = DEFAULT_PORT, host: str = "127.0.0.1", grace: float = DEFAULT_GRACE_SECONDS
+        self,
+        port: int = DEFAULT_PORT,
+        host: str = "127.0.0.1",
+        grace: float = DEFAULT_GRACE_SECONDS,
+        tls: Tls | None = None,
+        insecure: bool = False,
     ) -> None:
-        """Serve until SIGINT or SIGTERM, then stop gracefully."""
-        await self.start(f"{host}:{port}")
+        """Serve until SIGINT or SIGTERM, then stop gracefully; `tls`, `insecure` as for `start`."""
+        await self.start(f"{host}:{port}", tls, insecure)
         log.info("machine serving %s on %s:%d", SERVICE_NAME, host, self.port)
         await self.server.serve_until_signalled(grace)
 

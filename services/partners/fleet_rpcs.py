@@ -7,6 +7,7 @@ from typing import TypeAlias
 
 import grpc
 
+from brewmesh.counts import capped
 from brewmesh.errors import Violations
 from brewmesh.pagination import check_page
 from brewmesh.partners.v1 import partners_pb2
@@ -19,11 +20,18 @@ API = partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext
 
 
-def machine_proto(machine: CoffeeMachine) -> partners_pb2.CoffeeMachine:
+def machine_proto(machine: CoffeeMachine, full: bool = False) -> partners_pb2.CoffeeMachine:
+    """The machine as clients see it; its caller token only if `full` (the FULL view)."""
+    program_api = partners_pb2.ProgramApi(
+        endpoint=machine.endpoint,
+        tls=machine.tls,
+        caller_token=machine.caller_token if full else "",
+        caller_token_set=bool(machine.caller_token),
+    )
     proto = partners_pb2.CoffeeMachine(
         name=machine.name,
         api_type=machine.api_type,
-        program_api=partners_pb2.ProgramApi(endpoint=machine.endpoint, tls=machine.tls),
+        program_api=program_api,
         handled_events=machine.handled_events,
         serving_status=partners_pb2.ServingStatus.ValueType(int(machine.serving_status)),
     )
@@ -38,7 +46,8 @@ def machine_spec(proto: partners_pb2.CoffeeMachine) -> MachineSpec:
         api_type=proto.api_type,
         endpoint=proto.program_api.endpoint,
         tls=proto.program_api.tls,
-        handled_events=tuple(proto.handled_events),
+        caller_token=proto.program_api.caller_token,
+        handled_events=tuple(capped(proto.handled_events, machines.MAX_HANDLED_EVENTS)),
     )
 
 
@@ -66,7 +75,7 @@ class FleetRpcs:
         v.raise_if_any()
         assert namespace is not None
         await self.rt.auth.require_writer(context, namespace)
-        named = [(m.name, machine_spec(m)) for m in request.coffee_machines]
+        named = [(m.name, machine_spec(m)) for m in capped(request.coffee_machines, machines.MAX_FLEET)]
         machines.check_fleet(v, namespace, named)
         v.raise_if_any()
 
@@ -89,7 +98,11 @@ class FleetRpcs:
         parsed = machines.parse_machine_name(v, "name", request.name)
         v.raise_if_any()
         assert parsed is not None
-        return machine_proto(await self.rt.store.lookup(lambda tx: machines.get_machine(tx, *parsed)))
+        full = request.view == partners_pb2.COFFEE_MACHINE_VIEW_FULL
+        if full:  # the caller token is the partner's secret
+            await self.rt.auth.require_writer(context, parsed[0])
+        machine = await self.rt.store.lookup(lambda tx: machines.get_machine(tx, *parsed))
+        return machine_proto(machine, full)
 
     async def ListCoffeeMachines(  # noqa: N802
         self, request: partners_pb2.ListCoffeeMachinesRequest, context: Context

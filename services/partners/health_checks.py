@@ -26,7 +26,11 @@ OnChange = Callable[[Tx, CoffeeMachine, ServingStatus], None]
 class HealthChecker:
     """Checks all machines every `interval` seconds, or at once when poked."""
 
-    def __init__(self, store: Store, on_change: OnChange, interval: float) -> None:
+    def __init__(
+        self, store: Store, on_change: OnChange, interval: float, tls: grpc.ChannelCredentials | None = None
+    ) -> None:
+        """`tls`: the credentials for machines declared with TLS (default: the system's roots)."""
+        self.tls = tls
         self.store = store
         self.on_change = on_change
         self.interval = interval
@@ -79,7 +83,8 @@ class HealthChecker:
     async def _probe(self, machine: CoffeeMachine) -> ServingStatus:
         key = (machine.endpoint, machine.tls)
         if key not in self._channels:
-            self._channels[key] = channel(machine.endpoint, tls=machine.tls)
+            credentials = self.tls if machine.tls else None
+            self._channels[key] = channel(machine.endpoint, tls=machine.tls, credentials=credentials)
         stub = health_pb2_grpc.HealthStub(self._channels[key])
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=CHECK_TIMEOUT_SECONDS)

@@ -9,7 +9,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 
-from brewmesh.errors import NotFound, Violations
+from brewmesh import caller_tokens
+from brewmesh.counts import check_count
+from brewmesh.errors import NotFound, Violations, quote
 from brewmesh.names import ID_COMPONENT_RE, ID_COMPONENT_RULE, check_snake
 from brewmesh.storage import Migration, Row, Tx
 from services.partners.partners import get_partner, parse_partner_name
@@ -27,11 +29,15 @@ MIGRATIONS = (
             " PRIMARY KEY (namespace, machine_id))",
         ),
     ),
+    Migration(
+        "partners", 3, ("ALTER TABLE coffee_machines ADD COLUMN caller_token TEXT NOT NULL DEFAULT ''",)
+    ),
 )
 
 API_TYPE_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 HOST_PORT_RE = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
 MAX_FLEET = 1000
+MAX_HANDLED_EVENTS = 100
 
 
 class ServingStatus(IntEnum):
@@ -53,6 +59,8 @@ class CoffeeMachine:
     handled_events: tuple[str, ...]
     serving_status: ServingStatus = ServingStatus.UNSPECIFIED
     status_time: datetime | None = None
+    caller_token: str = ""
+    """What the runner presents to the machine (see brewmesh.caller_tokens); a secret."""
 
     @property
     def name(self) -> str:
@@ -68,7 +76,9 @@ def parse_machine_name(v: Violations, field: str, name: str) -> tuple[str, str] 
     namespace = parse_partner_name(Violations(), field, parent) if sep else None
     if namespace is None or not ID_COMPONENT_RE.fullmatch(machine_id):
         example = "'partners/my-coffee-company/coffeeMachines/m1'"
-        v.add(field, f"'{name}' is not a machine name: use e.g. {example}; machine id {ID_COMPONENT_RULE}")
+        v.add(
+            field, f"{quote(name)} is not a machine name: use e.g. {example}; machine id {ID_COMPONENT_RULE}"
+        )
         return None
     return namespace, machine_id
 
@@ -82,18 +92,19 @@ class MachineSpec:
     endpoint: str
     tls: bool
     handled_events: tuple[str, ...]
+    caller_token: str = ""
 
 
 def check_fleet(v: Violations, namespace: str, specs: Sequence[tuple[str, MachineSpec]]) -> None:
     """Validate `(name as sent, spec)` pairs of a fleet under `partners/{namespace}`."""
-    if len(specs) > MAX_FLEET:
-        v.add("coffee_machines", f"has {len(specs)} machines: declare at most {MAX_FLEET}")
+    if not check_count(v, "coffee_machines", specs, MAX_FLEET, "machines"):
+        return
     seen: set[str] = set()
     for i, (name, spec) in enumerate(specs):
         with v.under(f"coffee_machines[{i}]"):
             _check_machine(v, namespace, name, spec)
             if spec.machine_id in seen:
-                v.add("name", f"'{name}' is listed twice: each machine once")
+                v.add("name", f"{quote(name)} is listed twice: each machine once")
             seen.add(spec.machine_id)
 
 
@@ -101,19 +112,39 @@ def _check_machine(v: Violations, namespace: str, name: str, spec: MachineSpec) 
     parsed = parse_machine_name(v, "name", name)
     if parsed and parsed[0] != namespace:
         v.add(
-            "name", f"'{name}' is not under 'partners/{namespace}': a fleet holds only its partner's machines"
+            "name",
+            f"{quote(name)} is not under 'partners/{namespace}': a fleet holds only its partner's machines",
         )
     if not API_TYPE_RE.fullmatch(spec.api_type):
-        v.add("api_type", f"'{spec.api_type}' is not an api type: use lowercase letters, digits, '-' or '_'")
+        v.add(
+            "api_type",
+            f"{quote(spec.api_type)} is not an api type: use lowercase letters, digits, '-' or '_'",
+        )
     if not HOST_PORT_RE.fullmatch(spec.endpoint) or not 0 < int(spec.endpoint.rpartition(":")[2]) < 65536:
         v.add(
             "program_api.endpoint",
-            f"'{spec.endpoint}' is not 'host:port', e.g. 'machine-7.example.com:50061'",
+            f"{quote(spec.endpoint)} is not 'host:port', e.g. 'machine-7.example.com:50061'",
         )
+    if not check_count(v, "handled_events", spec.handled_events, MAX_HANDLED_EVENTS, "events"):
+        return
+    _check_caller_token(v, spec)
     for j, event in enumerate(spec.handled_events):
         check_snake(v, f"handled_events[{j}]", event, "event name")
     if len(set(spec.handled_events)) != len(spec.handled_events):
         v.add("handled_events", "lists an event twice: list each once")
+
+
+def _check_caller_token(v: Violations, spec: MachineSpec) -> None:
+    if not spec.caller_token:
+        return
+    # The token is a secret: the messages never quote it.
+    if not caller_tokens.is_valid(spec.caller_token):
+        v.add("program_api.caller_token", f"is not a caller token: use {caller_tokens.TOKEN_RULE}")
+    if not spec.tls:
+        v.add(
+            "program_api.caller_token",
+            "needs program_api.tls true: the runner never sends a caller token in plaintext",
+        )
 
 
 def put_fleet(tx: Tx, namespace: str, specs: Sequence[MachineSpec]) -> list[CoffeeMachine]:
@@ -127,7 +158,7 @@ def put_fleet(tx: Tx, namespace: str, specs: Sequence[MachineSpec]) -> list[Coff
         status = old.serving_status if keep and old else ServingStatus.UNSPECIFIED
         status_time = old.status_time if keep and old else None
         tx.execute(
-            "INSERT INTO coffee_machines VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO coffee_machines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 namespace,
                 spec.machine_id,
@@ -137,6 +168,7 @@ def put_fleet(tx: Tx, namespace: str, specs: Sequence[MachineSpec]) -> list[Coff
                 json.dumps(list(spec.handled_events)),
                 int(status),
                 status_time.isoformat() if status_time else None,
+                spec.caller_token,
             ),
         )
     return list_machines(tx, namespace, "", MAX_FLEET + 1)
@@ -191,4 +223,5 @@ def _machine(row: Row) -> CoffeeMachine:
         handled_events=tuple(json.loads(row["handled_events"])),
         serving_status=ServingStatus(row["serving_status"]),
         status_time=datetime.fromisoformat(row["status_time"]) if row["status_time"] else None,
+        caller_token=row["caller_token"],
     )

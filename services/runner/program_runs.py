@@ -13,7 +13,8 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
-from brewmesh.errors import Violations
+from brewmesh.errors import Violations, quote
+from brewmesh.names import NAMESPACE_RE
 
 RUN_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 EVENT_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
@@ -73,6 +74,32 @@ class RunRequest:
         """The partner whose machine runs it: the run is private to that partner."""
         return machine_namespace(self.machine)
 
+    @property
+    def key(self) -> RunKey:
+        return RunKey(self.namespace, self.run_id)
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """Which run: a run id is its caller's choice, unique within the run's namespace (the
+    partner whose machine runs it), so two partners may each have an `order-1`, and neither
+    learns of the other's."""
+
+    namespace: str
+    run_id: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}:{self.run_id}"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run as a request names it: `programRuns/{run_id}`, in the caller's own namespace
+    (None), or `programRuns/{namespace}:{run_id}`, in the one named."""
+
+    namespace: str | None
+    run_id: str
+
 
 MACHINE_NAME_PREFIX = "partners/"
 
@@ -90,6 +117,8 @@ class MachineTarget:
     tls: bool
     api_type: str
     handled_events: tuple[str, ...]
+    caller_token: str = ""
+    """Presented to the machine on every call (see brewmesh.caller_tokens); a secret."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +138,10 @@ class ProgramRun:
     def name(self) -> str:
         return run_name(self.request.run_id)
 
+    @property
+    def key(self) -> RunKey:
+        return self.request.key
+
 
 @dataclass(frozen=True)
 class RunEvent:
@@ -122,8 +155,11 @@ class RunEvent:
     time: datetime
 
 
+RUN_NAME_PREFIX = "programRuns/"
+
+
 def run_name(run_id: str) -> str:
-    return f"programRuns/{run_id}"
+    return f"{RUN_NAME_PREFIX}{run_id}"
 
 
 def next_state(current: State, event: str) -> State:
@@ -137,20 +173,25 @@ def failure_reason(event: str, attributes: dict[str, Any]) -> str:
     return str(attributes.get("reason") or "the machine reported a failure without a reason")
 
 
-def parse_run_name(v: Violations, field_path: str, name: str) -> str | None:
-    run_id = name.removeprefix("programRuns/")
-    if not name.startswith("programRuns/") or not RUN_ID_RE.fullmatch(run_id):
+def parse_run_name(v: Violations, field_path: str, name: str) -> RunRef | None:
+    namespace, _, run_id = name.removeprefix(RUN_NAME_PREFIX).rpartition(":")
+    if (
+        not name.startswith(RUN_NAME_PREFIX)
+        or not RUN_ID_RE.fullmatch(run_id)
+        or (namespace and not NAMESPACE_RE.fullmatch(namespace))
+    ):
         v.add(
             field_path,
-            f"'{name}' is not a run name: use 'programRuns/{{run_id}}', e.g. 'programRuns/order-42'",
+            f"{quote(name)} is not a run name: use 'programRuns/{{run_id}}', e.g. 'programRuns/order-42'"
+            " (or 'programRuns/{namespace}:{run_id}', e.g. 'programRuns/my-coffee-company:order-42')",
         )
         return None
-    return run_id
+    return RunRef(namespace or None, run_id)
 
 
 def check_run_id(v: Violations, run_id: str) -> None:
     if run_id and not RUN_ID_RE.fullmatch(run_id):
-        v.add("run_id", f"'{run_id}' is not a run id: use 1 to 63 lowercase letters, digits, '-' or '_'")
+        v.add("run_id", f"{quote(run_id)} is not a run id: use 1 to 63 lowercase letters, digits, '-' or '_'")
 
 
 def check_volume(v: Violations, volume_ml: int) -> None:
@@ -162,4 +203,6 @@ def check_volume(v: Violations, volume_ml: int) -> None:
 
 def check_event_name(v: Violations, field_path: str, event: str) -> None:
     if not EVENT_RE.fullmatch(event):
-        v.add(field_path, f"'{event}' is not an event name: use lower_snake_case, e.g. 'takeout_requested'")
+        v.add(
+            field_path, f"{quote(event)} is not an event name: use lower_snake_case, e.g. 'takeout_requested'"
+        )

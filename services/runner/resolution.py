@@ -43,9 +43,16 @@ class Resolver:
     would use the old machine or recipe, so there every run looks up afresh.
     """
 
-    def __init__(self, address_of: Callable[[str], str], remember: bool = True) -> None:
+    def __init__(
+        self,
+        address_of: Callable[[str], str],
+        remember: bool = True,
+        credentials_for: Callable[[str], grpc.ChannelCredentials | None] = lambda service: None,
+    ) -> None:
+        """`credentials_for`: how to call each service (TLS credentials; None: plaintext)."""
         self._address_of = address_of
         self._remember = remember
+        self._credentials_for = credentials_for
         self._clients: dict[str, MeshClient] = {}
         self._machines: ReadCache[str, MachineTarget] = ReadCache(MAX_CACHED)
         self._recipes: ReadCache[str, tuple[Program, int]] = ReadCache(MAX_CACHED)
@@ -63,13 +70,15 @@ class Resolver:
     def _client(self, service: str) -> MeshClient:
         address = self._address_of(service)
         if address not in self._clients:
-            self._clients[address] = connect(address)
+            self._clients[address] = connect(address, credentials=self._credentials_for(service))
         return self._clients[address]
 
-    async def machine(self, name: str, timeout: float) -> MachineTarget:
+    async def machine(self, name: str, timeout: float, caller_key: str | None) -> MachineTarget:
+        """The machine as its partner declared it, caller token included: read with the key of
+        the run's caller (its partner, or the admin), the only callers who may see the token."""
         if not self._remember:
-            return await self._load_machine(name, timeout)
-        return await self._machines.get(name, lambda: self._load_machine(name, timeout))
+            return await self._load_machine(name, timeout, caller_key)
+        return await self._machines.get(name, lambda: self._load_machine(name, timeout, caller_key))
 
     async def recipe(self, name: str, timeout: float) -> tuple[Program, int]:
         """The recipe's program and default volume."""
@@ -77,16 +86,21 @@ class Resolver:
             return await self._load_recipe(name, timeout)
         return await self._recipes.get(name, lambda: self._load_recipe(name, timeout))
 
-    async def _load_machine(self, name: str, timeout: float) -> MachineTarget:
-        request = partners_pb2.GetCoffeeMachineRequest(name=name)
+    async def _load_machine(self, name: str, timeout: float, caller_key: str | None) -> MachineTarget:
+        request = partners_pb2.GetCoffeeMachineRequest(name=name, view=partners_pb2.COFFEE_MACHINE_VIEW_FULL)
         found = await _call(
-            self._client("partners").partners.GetCoffeeMachine, request, timeout, "partner registry"
+            self._client("partners").partners.GetCoffeeMachine,
+            request,
+            timeout,
+            "partner registry",
+            (("authorization", f"Bearer {caller_key}"),) if caller_key else (),
         )
         return MachineTarget(
             endpoint=found.program_api.endpoint,
             tls=found.program_api.tls,
             api_type=found.api_type,
             handled_events=tuple(found.handled_events),
+            caller_token=found.program_api.caller_token,
         )
 
     async def _load_recipe(self, name: str, timeout: float) -> tuple[Program, int]:
@@ -104,9 +118,11 @@ class Resolver:
         self._clients.clear()
 
 
-async def _call(method: Any, request: Any, timeout: float, what: str) -> Any:
+async def _call(
+    method: Any, request: Any, timeout: float, what: str, metadata: tuple[tuple[str, str], ...] = ()
+) -> Any:
     try:
-        return await method(request, timeout=timeout)
+        return await method(request, timeout=timeout, metadata=metadata)
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.NOT_FOUND:
             raise NotFound(error.details() or "not found") from error
