@@ -53,7 +53,9 @@ _CUT = "..."
 def quote(value: str) -> str:
     """A client's value for an error message: quoted, cut to `MAX_QUOTED_CHARS`, unprintable
     characters escaped (so a NUL or a newline shows as what it is)."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value[:MAX_QUOTED_CHARS])
+    shown = value[:MAX_QUOTED_CHARS]
+    if not shown.isprintable():
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
     if len(value) > MAX_QUOTED_CHARS:
         return f"'{shown}{_CUT}' ({len(value)} characters)"
     return f"'{shown}'"
@@ -189,8 +191,17 @@ class Violations:
     omitted: int = 0
     _prefix: list[str] = field(default_factory=list)
 
+    @property
+    def full(self) -> bool:
+        """Whether further violations are only counted: a check with many may skip describing them."""
+        return len(self.items) >= MAX_VIOLATIONS
+
+    def count(self, violations: int) -> None:
+        """Count violations that are not listed."""
+        self.omitted += violations
+
     def add(self, field_path: str, description: str) -> None:
-        if len(self.items) >= MAX_VIOLATIONS:
+        if self.full:
             self.omitted += 1
             return
         path = ".".join([*self._prefix, field_path]) if field_path else ".".join(self._prefix)

@@ -28,7 +28,7 @@ from services.recipes.recipes import NewRecipe, Properties, Recipe
 
 MAX_L10N = 50
 """Locales (a language, or a language in a country) one build puts values for."""
-MAX_LAYOUTS = 10
+MAX_LAYOUTS = 5
 MAX_FORMATTERS = 50
 
 

@@ -83,19 +83,26 @@ def check_values(v: Violations, values: Values) -> None:
     if not check_count(v, "values", values, MAX_VALUES, "fields"):
         return
     for key, text in values.items():
-        if not SNAKE_RE.fullmatch(key):
-            v.add(
-                _value_path(key),
-                f"{quote(key)} is not a field name: use {SNAKE_RULE}, as layouts name fields",
-            )
+        valid_key = SNAKE_RE.fullmatch(key) is not None
+        valid_text = 0 < len(text) <= MAX_VALUE_CHARS
+        if valid_key and valid_text:
+            continue
+        if v.full:  # a build may hold thousands of values: count the rest, do not describe them
+            v.count(int(not valid_key) + int(not valid_text))
+            continue
+        path = _value_path(key, valid_key)
+        if not valid_key:
+            v.add(path, f"{quote(key)} is not a field name: use {SNAKE_RULE}, as the layout names it")
         if not text:
-            v.add(_value_path(key), "is empty: give the text (1 to 1000 characters) or leave the field out")
-        elif len(text) > MAX_VALUE_CHARS:
-            v.add(_value_path(key), f"is {len(text)} characters: use at most {MAX_VALUE_CHARS}")
+            v.add(path, "is empty: give the text (1 to 1000 characters) or leave the field out")
+        elif not valid_text:
+            v.add(path, f"is {len(text)} characters: use at most {MAX_VALUE_CHARS}")
 
 
-def _value_path(key: str) -> str:
-    return f"values[{json.dumps(key[:MAX_KEY_IN_PATH], ensure_ascii=False)}]"
+def _value_path(key: str, valid_key: bool) -> str:
+    """`values["search_title"]`: the key quoted as JSON (a valid one needs no escapes)."""
+    quoted = f'"{key}"' if valid_key else json.dumps(key[:MAX_KEY_IN_PATH], ensure_ascii=False)
+    return f"values[{quoted}]"
 
 
 def parse_l10n_name(v: Violations, field_path: str, name: str) -> tuple[CompositeId, Locale] | None:

@@ -139,15 +139,16 @@ def check_view(v: Violations, view: FieldView) -> None:
 
 
 def _check_required(v: Violations, required: tuple[str, ...], fields: set[str]) -> None:
+    earlier: set[str] = set()
     for i, name in enumerate(required):
-        path = f"required_fields[{i}]"
         if name not in fields:
             v.add(
-                path,
+                f"required_fields[{i}]",
                 f"{quote(name)} is not one of the layout's properties: add it to properties, or remove it",
             )
-        elif name in required[:i]:
-            v.add(path, f"{quote(name)} is listed twice: list each required field once")
+        elif name in earlier:
+            v.add(f"required_fields[{i}]", f"{quote(name)} is listed twice: list each required field once")
+        earlier.add(name)
 
 
 def parse_layout_name(v: Violations, field_path: str, name: str) -> CompositeId | None:
