@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
+from google.protobuf.message import Message
+
+from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
@@ -11,7 +15,7 @@ from brewmesh.tls import machine_credentials
 from services.runner import resolution, run_store
 from services.runner.follower import Follower
 from services.runner.machine_link import DEFAULT_KEEPALIVE_SECONDS, MachineLink
-from services.runner.recorder import API, RunRecorder
+from services.runner.recorder import API, RunRecorder, key_of
 from services.runner.resolution import Resolver
 from services.runner.run_feed import RunFeed
 from services.runner.servicer import ProgramRunnerServicer
@@ -45,12 +49,11 @@ class Runner:
         )
         for change in resolution.CHANGES:
             rt.bus.observe(change, resolver.on_change)
-        # Events another runner instance recorded reach this one's watchers through the bus.
-        rt.bus.observe(f"{API}.program_event", lambda recorded: feed.published(recorded.event))  # type: ignore[attr-defined]
+        rt.bus.observe(f"{API}.program_event", functools.partial(_publish, feed))
         self.servicer = ProgramRunnerServicer(rt, self.resolver, self.link, recorder, feed, self.follower)
         # Pick up the runs that were live when this runner last stopped.
         for run in await rt.store.read(run_store.live_runs):
-            self.follower.follow(run.request.run_id)
+            self.follower.follow(run.key)
 
     async def stop(self, rt: Runtime) -> None:
         if self.follower:
@@ -69,6 +72,12 @@ class Runner:
                 API, lambda s: program_runner_pb2_grpc.add_ProgramRunnerServicer_to_server(servicer, s)
             )
         ]
+
+
+def _publish(feed: RunFeed, recorded: Message) -> None:
+    """Events another runner instance recorded reach this one's watchers through the bus."""
+    assert isinstance(recorded, pb.ProgramEventRecorded)
+    feed.published(key_of(recorded), recorded.event)
 
 
 def component() -> Component:

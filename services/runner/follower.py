@@ -18,7 +18,7 @@ from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.storage import Store
 from services.runner import run_store
 from services.runner.machine_link import MachineLink
-from services.runner.program_runs import ProgramRun, State
+from services.runner.program_runs import ProgramRun, RunKey, State
 from services.runner.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,15 @@ class Follower:
         self.link = link
         self.recorder = recorder
         self.resume_seconds = resume_seconds
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[RunKey, asyncio.Task[None]] = {}
 
-    def follow(self, run_id: str, started: bool = False) -> None:
+    def follow(self, key: RunKey, started: bool = False) -> None:
         """Follow a live run; `started`: the machine already accepted its Run."""
-        if run_id in self._tasks:
+        if key in self._tasks:
             return
-        task = asyncio.get_running_loop().create_task(self._follow(run_id, started), name=f"follow {run_id}")
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+        task = asyncio.get_running_loop().create_task(self._follow(key, started), name=f"follow {key}")
+        self._tasks[key] = task
+        task.add_done_callback(lambda _: self._tasks.pop(key, None))
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -50,12 +50,12 @@ class Follower:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _follow(self, run_id: str, started: bool) -> None:
+    async def _follow(self, key: RunKey, started: bool) -> None:
         lost_since: float | None = None
         backoff = 0.05
         last_cursor = -1
         while True:
-            run = await self.store.lookup(lambda tx: run_store.get_run(tx, run_id))
+            run = await self.store.lookup(lambda tx: run_store.get_run(tx, key))
             if run.state.terminal:
                 return
             if run.machine_cursor != last_cursor:  # the machine made progress: a fresh window
@@ -76,17 +76,17 @@ class Follower:
                 problem = "the machine ended the run's event stream before the run was over"
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.NOT_FOUND:
-                    await self.recorder.fail(run_id, f"{machine_of(run)} no longer knows this run")
+                    await self.recorder.fail(key, f"{machine_of(run)} no longer knows this run")
                     return
                 problem = f"{error.code().name}: {error.details()}"
             except Exception as error:
-                log.exception("following run %s failed", run_id)
+                log.exception("following run %s failed", key)
                 problem = f"{type(error).__name__}: {error}"
             now = time.monotonic()
             lost_since = lost_since or now
             if now - lost_since >= self.resume_seconds:
                 reason = f"lost contact with {machine_of(run)} for {self.resume_seconds:g} s ({problem})"
-                await self.recorder.fail(run_id, reason)
+                await self.recorder.fail(key, reason)
                 return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
@@ -106,7 +106,7 @@ class Follower:
                 while not arrived.empty():
                     batch.append(arrived.get_nowait())
                 events = [e for e in batch if e is not None]
-                if events and await self.recorder.record_machine_events(run.request.run_id, events):
+                if events and await self.recorder.record_machine_events(run.key, events):
                     return True
                 if len(events) < len(batch):  # the stream ended: raise its error, if any
                     await reader

@@ -8,7 +8,14 @@ from brewmesh.events import Bus
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.storage import Store, Tx
 from services.runner import run_store
-from services.runner.program_runs import Origin, ProgramRun, RunEvent
+from services.runner.program_runs import (
+    RUN_NAME_PREFIX,
+    Origin,
+    ProgramRun,
+    RunEvent,
+    RunKey,
+    machine_namespace,
+)
 from services.runner.run_feed import RunFeed
 from services.runner.run_protos import event_proto, from_struct
 
@@ -26,7 +33,7 @@ class RunRecorder:
     def stage(
         self,
         tx: Tx,
-        run_id: str,
+        key: RunKey,
         event: str,
         origin: Origin,
         attributes: dict[str, Any] | None = None,
@@ -35,7 +42,7 @@ class RunRecorder:
     ) -> Recorded | None:
         """Record in `tx`: the event, its bus event, and its publication on commit."""
         recorded = run_store.append_event(
-            tx, run_id, event, origin, attributes, context_changes, machine_sequence
+            tx, key, event, origin, attributes, context_changes, machine_sequence
         )
         if recorded is None:
             return None
@@ -43,12 +50,12 @@ class RunRecorder:
         proto = event_proto(run_event)
         payload = pb.ProgramEventRecorded(event=proto, machine=run.request.machine, recipe=run.request.recipe)
         self.bus.fire(tx, API, "program_event", payload, run.request.namespace)  # private to the partner
-        tx.after_commit(lambda: self.feed.published(proto))
+        tx.after_commit(lambda: self.feed.published(key, proto))
         return recorded
 
     async def record(
         self,
-        run_id: str,
+        key: RunKey,
         event: str,
         origin: Origin,
         attributes: dict[str, Any] | None = None,
@@ -57,10 +64,10 @@ class RunRecorder:
     ) -> Recorded | None:
         """Record one event; None if the run was already terminal."""
         return await self.store.quick_write(
-            lambda tx: self.stage(tx, run_id, event, origin, attributes, context_changes, machine_sequence)
+            lambda tx: self.stage(tx, key, event, origin, attributes, context_changes, machine_sequence)
         )
 
-    async def record_machine_events(self, run_id: str, events: list[pb.ProgramEvent]) -> bool:
+    async def record_machine_events(self, key: RunKey, events: list[pb.ProgramEvent]) -> bool:
         """Record events from the machine's stream, each once, in one transaction; True when the run is over.
 
         Checked against the machine sequence already recorded, so two runner
@@ -69,23 +76,28 @@ class RunRecorder:
         """
 
         def stage_all(tx: Tx) -> bool:
-            return any(self._stage_machine_event(tx, run_id, event) for event in events)
+            return any(self._stage_machine_event(tx, key, event) for event in events)
 
         return await self.store.quick_write(stage_all)
 
-    def _stage_machine_event(self, tx: Tx, run_id: str, event: pb.ProgramEvent) -> bool:
-        run = run_store.get_run(tx, run_id)
+    def _stage_machine_event(self, tx: Tx, key: RunKey, event: pb.ProgramEvent) -> bool:
+        run = run_store.get_run(tx, key)
         if run.state.terminal:
             return True
         if event.sequence <= run.machine_cursor:
             return False  # recorded already
         if event.origin == pb.ORIGIN_CALLER:
             # The caller's signal, echoed by the machine: recorded when it was signalled.
-            run_store.advance_machine_cursor(tx, run_id, event.sequence)
+            run_store.advance_machine_cursor(tx, key, event.sequence)
             return False
         attributes, changes = from_struct(event.attributes), from_struct(event.context_changes)
-        recorded = self.stage(tx, run_id, event.event, Origin.MACHINE, attributes, changes, event.sequence)
+        recorded = self.stage(tx, key, event.event, Origin.MACHINE, attributes, changes, event.sequence)
         return recorded is None or recorded[0].state.terminal
 
-    async def fail(self, run_id: str, reason: str) -> Recorded | None:
-        return await self.record(run_id, "failed", Origin.RUNNER, {"reason": reason})
+    async def fail(self, key: RunKey, reason: str) -> Recorded | None:
+        return await self.record(key, "failed", Origin.RUNNER, {"reason": reason})
+
+
+def key_of(recorded: pb.ProgramEventRecorded) -> RunKey:
+    """The run a `program_event` is about (its name is unique only within its namespace)."""
+    return RunKey(machine_namespace(recorded.machine), recorded.event.run.removeprefix(RUN_NAME_PREFIX))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.storage import Store
 from services.runner import run_store
-from services.runner.program_runs import TERMINAL, State
+from services.runner.program_runs import TERMINAL, RunKey, State
 from services.runner.run_protos import event_proto
 
 MAX_CACHED_RUNS = 2000
@@ -53,28 +53,27 @@ class RunFeed:
     def __init__(self, store: Store, stop: asyncio.Event) -> None:
         self.store = store
         self.stop = stop
-        self._logs: OrderedDict[str, _RunLog] = OrderedDict()
+        self._logs: OrderedDict[RunKey, _RunLog] = OrderedDict()
         self._waker = asyncio.get_running_loop().create_task(self._wake_all_on_stop())
 
-    def created(self, run_id: str) -> None:
+    def created(self, key: RunKey) -> None:
         """A run was created here (on the event loop, before its first event is published).
 
         Its log starts complete and empty, so its first watcher reads nothing from storage.
         """
-        if run_id not in self._logs:
-            self._logs[run_id] = _RunLog()
+        if key not in self._logs:
+            self._logs[key] = _RunLog()
             self._evict()
 
-    def published(self, event: pb.ProgramEvent) -> None:
-        """Called once an event committed (on the event loop), here or in another instance."""
-        run_id = event.run.removeprefix("programRuns/")
-        log = self._logs.get(run_id)
+    def published(self, key: RunKey, event: pb.ProgramEvent) -> None:
+        """Called once an event of run `key` committed (on the event loop), here or in another instance."""
+        log = self._logs.get(key)
         if log is not None:
             log.add(event)
 
-    async def watch(self, run_id: str, after: int) -> AsyncIterator[pb.ProgramEvent]:
+    async def watch(self, key: RunKey, after: int) -> AsyncIterator[pb.ProgramEvent]:
         """Events after `after` in order; ends once the run is terminal and all were sent, or on stop."""
-        log = await self._load(run_id)
+        log = await self._load(key)
         log.watchers += 1
         try:
             cursor = after
@@ -84,11 +83,11 @@ class RunFeed:
                     cursor += 1
                 if log.terminal:
                     return
-                await self._wait(run_id, log)
+                await self._wait(key, log)
         finally:
             log.watchers -= 1
 
-    async def _wait(self, run_id: str, log: _RunLog) -> None:
+    async def _wait(self, key: RunKey, log: _RunLog) -> None:
         await log.changed.wait()
 
     async def close(self) -> None:
@@ -101,20 +100,20 @@ class RunFeed:
         for log in self._logs.values():
             log.wake()
 
-    async def _load(self, run_id: str) -> _RunLog:
-        log = self._logs.get(run_id)
+    async def _load(self, key: RunKey) -> _RunLog:
+        log = self._logs.get(key)
         if log is None:
             # Registered before loading, so events committed meanwhile are not missed.
-            log = self._logs[run_id] = _RunLog()
+            log = self._logs[key] = _RunLog()
             self._evict()
-            await self._catch_up(run_id, log)
-        self._logs.move_to_end(run_id)
+            await self._catch_up(key, log)
+        self._logs.move_to_end(key)
         return log
 
-    async def _catch_up(self, run_id: str, log: _RunLog) -> None:
+    async def _catch_up(self, key: RunKey, log: _RunLog) -> None:
         while True:
             batch = await self.store.read(
-                functools.partial(run_store.events_after, run_id=run_id, after=len(log.events), limit=PAGE)
+                functools.partial(run_store.events_after, key=key, after=len(log.events), limit=PAGE)
             )
             for event in batch:
                 log.add(event_proto(event))
@@ -126,6 +125,6 @@ class RunFeed:
         excess = len(self._logs) - MAX_CACHED_RUNS
         if excess <= 0:
             return
-        idle = (run_id for run_id, log in self._logs.items() if log.watchers == 0 and log.terminal)
-        for run_id in list(itertools.islice(idle, excess)):
-            del self._logs[run_id]
+        idle = (key for key, log in self._logs.items() if log.watchers == 0 and log.terminal)
+        for key in list(itertools.islice(idle, excess)):
+            del self._logs[key]

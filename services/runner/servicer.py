@@ -24,10 +24,13 @@ from services.runner.machine_link import MachineLink
 from services.runner.program_runs import (
     LIFECYCLE,
     MACHINE_NAME_PREFIX,
+    RUN_NAME_PREFIX,
     MachineTarget,
     Origin,
     Program,
     ProgramRun,
+    RunKey,
+    RunRef,
     RunRequest,
     State,
     check_event_name,
@@ -65,7 +68,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         principal = await self.rt.auth.require_any(context)
         asked = _check_run_request(request)
         check_namespace_access(principal, machine_namespace(asked.machine))
-        existing = await self.rt.store.lookup(lambda tx: run_store.find_run(tx, asked.run_id))
+        existing = await self.rt.store.lookup(lambda tx: run_store.find_run(tx, asked.key))
         if existing is not None:
             return run_proto(_same_run(existing, asked))
         budget = _budget(context)
@@ -87,16 +90,16 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
 
         def create(tx: Tx) -> ProgramRun:
             run_store.insert_run(tx, run)
-            tx.after_commit(lambda: self.feed.created(asked.run_id))
+            tx.after_commit(lambda: self.feed.created(asked.key))
             attributes = {"machine": asked.machine, "recipe": asked.recipe, "volume_ml": volume}
-            recorded = self.recorder.stage(tx, asked.run_id, "run_requested", Origin.RUNNER, attributes)
+            recorded = self.recorder.stage(tx, asked.key, "run_requested", Origin.RUNNER, attributes)
             assert recorded is not None
             return recorded[0]
 
         try:
             return await self.rt.store.quick_write(create)
         except Conflict:  # the same run id, created concurrently
-            existing = await self.rt.store.lookup(lambda tx: run_store.get_run(tx, asked.run_id))
+            existing = await self.rt.store.lookup(lambda tx: run_store.get_run(tx, asked.key))
             return _same_run(existing, asked)
 
     async def _start_on_machine(self, run: ProgramRun, budget: float) -> ProgramRun:
@@ -105,10 +108,10 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         except grpc.aio.AioRpcError as error:
             problem = f"{error.code().name}: {error.details()}"
             reason = f"{machine_of(run)} did not start the run ({problem})"
-            failed = await self.recorder.fail(run.request.run_id, reason)
+            failed = await self.recorder.fail(run.key, reason)
             return failed[0] if failed else run
-        self.follower.follow(run.request.run_id, started=True)
-        return await self.rt.store.lookup(lambda tx: run_store.get_run(tx, run.request.run_id))
+        self.follower.follow(run.key, started=True)
+        return await self.rt.store.lookup(lambda tx: run_store.get_run(tx, run.key))
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
         run = await self._visible_run(context, "name", request.name)
@@ -133,7 +136,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
                 "pass the last sequence you received",
             )
             v.raise_if_any()
-        async for event in self.feed.watch(run.request.run_id, request.after_sequence):
+        async for event in self.feed.watch(run.key, request.after_sequence):
             yield event
         if self.rt.shutdown.started:
             await context.abort(
@@ -152,7 +155,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         attributes = check_struct(v, "attributes", request.attributes)
         v.raise_if_any()
         run = await self._visible_run(context, "run", request.run)
-        recorded = await self.recorder.record(run.request.run_id, request.event, Origin.CALLER, attributes)
+        recorded = await self.recorder.record(run.key, request.event, Origin.CALLER, attributes)
         if recorded is None:
             raise FailedPrecondition(f"run '{run.name}' is {run.state.name.lower()}: it takes no more events")
         sequence = recorded[1].sequence
@@ -162,20 +165,46 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             reply = await self.link.signal(run, request.event, attributes, _budget(context))
         except grpc.aio.AioRpcError as error:
             note = {"event": request.event, "reason": f"{error.code().name}: {error.details()}"}
-            await self.recorder.record(run.request.run_id, "signal_not_delivered", Origin.RUNNER, note)
+            await self.recorder.record(run.key, "signal_not_delivered", Origin.RUNNER, note)
             return pb.SignalResponse(sequence=sequence, forwarded=False, handled=False)
         return pb.SignalResponse(sequence=sequence, forwarded=True, handled=reply.handled)
 
     async def _visible_run(self, context: Context, field_path: str, name: str) -> ProgramRun:
+        """The run `name` names for the caller of GetRun, Watch or Signal (see `_find_visible`)."""
         principal = await self.rt.auth.require_any(context)
         v = Violations()
-        run_id = parse_run_name(v, field_path, name)
+        ref = parse_run_name(v, field_path, name)
         v.raise_if_any()
-        assert run_id is not None
-        run = await self.rt.store.lookup(lambda tx: run_store.find_run(tx, run_id))
-        if run is None or not _may_see(principal, run):
-            raise NotFound(f"run '{name}' does not exist")  # the same answer either way: no probing
+        assert ref is not None
+        run = await self.rt.store.lookup(lambda tx: _find_visible(tx, principal, ref))
+        if run is None:
+            raise NotFound(f"run {quote(name)} does not exist among the runs {principal.describe()} may read")
         return run
+
+
+def _find_visible(tx: Tx, principal: Principal, ref: RunRef) -> ProgramRun | None:
+    """The one rule that keeps runs private to their partner.
+
+    Run ids are unique per namespace (`RunKey`), and a partner's names resolve among its own
+    runs only: another partner's run is, to it, a run that does not exist, with the same
+    answer whether or not it does (and `Run` with that id creates the caller's own run). The
+    admin reads any run; an id that several namespaces use must then be qualified.
+    """
+    if ref.namespace is not None:
+        return (
+            run_store.find_run(tx, RunKey(ref.namespace, ref.run_id))
+            if principal.may_read(ref.namespace)
+            else None
+        )
+    if not principal.is_admin:
+        return run_store.find_run(tx, RunKey(str(principal.namespace), ref.run_id))
+    runs = run_store.runs_with_id(tx, ref.run_id, 2)
+    if len(runs) > 1:
+        raise FailedPrecondition(
+            f"run id {quote(ref.run_id)} is used in more than one namespace: name the run with its"
+            f" namespace, e.g. '{RUN_NAME_PREFIX}{runs[0].key}'"
+        )
+    return runs[0] if runs else None
 
 
 def _check_run_request(request: pb.RunRequest) -> RunRequest:
@@ -191,10 +220,6 @@ def _check_run_request(request: pb.RunRequest) -> RunRequest:
     check_volume(v, request.volume_ml)
     v.raise_if_any()
     return RunRequest(request.run_id or uuid.uuid4().hex, request.machine, request.recipe, request.volume_ml)
-
-
-def _may_see(principal: Principal, run: ProgramRun) -> bool:
-    return principal.may_read(run.request.namespace)
 
 
 def _same_run(existing: ProgramRun, asked: RunRequest) -> ProgramRun:
