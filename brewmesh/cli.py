@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import secrets
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from brewmesh import caller_tokens
+from brewmesh import caller_tokens, inspect_cli
 from brewmesh.backends import STORE_SCHEMES, without_password
 from brewmesh.machines import DEFAULT_BREW_SECONDS, REFERENCE_MACHINES, ReferenceMachine
 from brewmesh.mesh import BUS_SCHEMES, Backends, Mesh, all_components
@@ -39,6 +40,8 @@ SETTING_NAMES = {
     Setting.TLS_KEY: f"--tls-key (${TLS_ENV['key']})",
     Setting.TLS_CA: f"--tls-ca (${TLS_ENV['ca']})",
     Setting.CALLER_TOKEN: f"${caller_tokens.ENV}",
+    Setting.MACHINE_KEEPALIVE: "$BREWMESH_MACHINE_KEEPALIVE_SECONDS",
+    Setting.MACHINE_RESUME: "$BREWMESH_MACHINE_RESUME_SECONDS",
 }
 """How the command line names each setting a failed start blames."""
 
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="brewmesh", description="A gRPC service mesh for partner coffee machines.")
+    parser.add_argument("--version", action="version", version=f"brewmesh {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start every service of the mesh in one process on one port")
     _add_server_options(up, DEFAULT_PORT)
@@ -111,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_REDIS,
         help="for the --bus URLs (default %(default)s)",
     )
+    inspect_cli.add_commands(commands)
     return parser
 
 
@@ -133,6 +138,15 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         asyncio.run(_machine(REFERENCE_MACHINES[args.kind], args, tls))
     elif args.command == "redis-acl":
         _redis_acl(parser, args)
+    elif args.command in ("events", "runs"):
+        sys.exit(inspect_cli.run(args))
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("brewmesh")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _redis_acl(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
