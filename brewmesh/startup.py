@@ -29,6 +29,8 @@ class Setting(Enum):
     TLS_KEY = "tls_key"
     TLS_CA = "tls_ca"
     CALLER_TOKEN = "caller_token"
+    MACHINE_KEEPALIVE = "machine_keepalive"
+    MACHINE_RESUME = "machine_resume"
 
 
 class StartError(Exception):

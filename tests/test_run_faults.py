@@ -16,7 +16,7 @@ from brewmesh.client import MeshClient, connect
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
 from services.runner.component import KEEPALIVE_ENV, RESUME_ENV
-from tests.conftest import MeshUnderTest, PartnerClient, start_machine_process, start_mesh_process
+from tests.conftest import MeshUnderTest, PartnerClient, launch, start_machine_process, start_mesh_process
 from tests.fleet import create_recipe, names, read_to_end, read_until, register_machines, run_request
 
 NS = "my-coffee-company"
@@ -162,3 +162,14 @@ async def test_a_frozen_machine_fails_its_run_within_the_keepalive_bound(
     assert took < FROZEN_BOUND + 1.5, f"the run failed {took:.1f} s after the machine froze"
     assert failed.state == run_pb.ProgramRun.STATE_FAILED
     assert VENDING in failed.failure_reason and machine.address in failed.failure_reason
+
+
+@pytest.mark.parametrize(("variable", "value"), [(KEEPALIVE_ENV, "0.5"), (RESUME_ENV, "soon")])
+def test_a_bad_machine_bound_stops_the_start_with_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    _, process = launch(["up", "--data-dir", str(tmp_path / "data")], 0, **{variable: value})
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert output.strip().splitlines()[-1].startswith(f"brewmesh up: ${variable}: '{value}' is not a number")
+    assert "Traceback" not in output

@@ -88,7 +88,7 @@ class Follower:
                 reason = f"lost contact with {machine_of(run)} for {self.resume_seconds:g} s ({problem})"
                 await self.recorder.fail(key, reason)
                 return
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(min(backoff, lost_since + self.resume_seconds - now))  # never past the window
             backoff = min(backoff * 2, 1.0)
 
     async def _tail(self, run: ProgramRun) -> bool:
