@@ -6,7 +6,8 @@ async with connect("127.0.0.1:50051", key=api_key) as mesh:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, cast
@@ -14,13 +15,63 @@ from typing import Any, cast
 import grpc
 from grpc_status import rpc_status
 
-from brewmesh.bus.v1 import event_bus_pb2_grpc
+from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
 from brewmesh.errors import FieldViolation
-from brewmesh.partners.v1 import partners_pb2_grpc
-from brewmesh.recipes.v1 import formatters_pb2_grpc, layouts_pb2_grpc, recipes_pb2_grpc
-from brewmesh.runner.v1 import program_runner_pb2_grpc
+from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
+from brewmesh.recipes.v1 import (
+    formatters_pb2,
+    formatters_pb2_grpc,
+    layouts_pb2,
+    layouts_pb2_grpc,
+    recipes_pb2,
+    recipes_pb2_grpc,
+)
+from brewmesh.runner.v1 import program_runner_pb2, program_runner_pb2_grpc
 
 _KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
+
+DEFAULT_DEADLINE_SECONDS = 30.0
+"""A unary call with no deadline of its own gets this one (streams have none)."""
+RETRIED_VERBS = ("Get", "List", "Search", "Check", "Format", "Put")
+"""Methods safe to send twice (reads, and Puts that replace): retried when UNAVAILABLE."""
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+_SERVICES = [
+    module.DESCRIPTOR.services_by_name[name]
+    for module, name in (
+        (recipes_pb2, "RecipeService"),
+        (layouts_pb2, "LayoutService"),
+        (formatters_pb2, "FormatterService"),
+        (partners_pb2, "PartnerService"),
+        (program_runner_pb2, "ProgramRunner"),
+        (event_bus_pb2, "EventBus"),
+    )
+]
+
+
+def service_config(deadline_seconds: float = DEFAULT_DEADLINE_SECONDS) -> str:
+    """gRPC service config: a default deadline for unary calls, retries for the idempotent ones."""
+    unary = [(s.full_name, m.name) for s in _SERVICES for m in s.methods if not m.server_streaming]
+    timeout = f"{deadline_seconds:g}s"
+
+    def names(methods: list[tuple[str, str]]) -> list[dict[str, str]]:
+        return [{"service": service, "method": method} for service, method in methods]
+
+    retried = [(s, m) for s, m in unary if m.startswith(RETRIED_VERBS)]
+    once = [(s, m) for s, m in unary if not m.startswith(RETRIED_VERBS)]
+    return json.dumps(
+        {
+            "methodConfig": [
+                {"name": names(retried), "timeout": timeout, "retryPolicy": RETRY_POLICY},
+                {"name": names(once), "timeout": timeout},
+            ]
+        }
+    )
 
 
 class _KeyedCall:
@@ -58,8 +109,14 @@ def channel(
     tls: bool = False,
     credentials: grpc.ChannelCredentials | None = None,
     keepalive: list[tuple[str, int]] | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `address`, sending `key` with every call when given.
+
+    Unary calls without a deadline get `deadline_seconds`; reads and Puts are
+    retried when the server is UNAVAILABLE (`service_config`). `interceptors`
+    run before the key is added (metrics, tracing).
 
     `keepalive`: the channel's keepalive options (`brewmesh.keepalive.client_options`);
     default: a ping after 30 s of quiet.
@@ -68,13 +125,13 @@ def channel(
     `Tls.channel_credentials()` for mTLS) when given, else with the system's
     roots if `tls`, else plaintext.
     """
-    interceptors = [_UnaryKey(key), _StreamKey(key)] if key else None
+    chain = [*interceptors, *([_UnaryKey(key), _StreamKey(key)] if key else [])] or None
     if credentials is None and tls:
         credentials = grpc.ssl_channel_credentials()
-    options = keepalive or _KEEPALIVE
+    options = [*(keepalive or _KEEPALIVE), ("grpc.service_config", service_config(deadline_seconds))]
     if credentials is not None:
-        return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
-    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+        return grpc.aio.secure_channel(address, credentials, options=options, interceptors=chain)
+    return grpc.aio.insecure_channel(address, options=options, interceptors=chain)
 
 
 @dataclass
@@ -124,9 +181,10 @@ def connect(
     key: str | None = None,
     tls: bool = False,
     credentials: grpc.ChannelCredentials | None = None,
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
 ) -> MeshClient:
-    """Typed stubs over `channel(address, key, tls, credentials)`."""
-    return MeshClient(channel(address, key, tls, credentials))
+    """Typed stubs over `channel(address, key, tls, credentials, deadline_seconds=...)`."""
+    return MeshClient(channel(address, key, tls, credentials, deadline_seconds=deadline_seconds))
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:
