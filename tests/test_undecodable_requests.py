@@ -15,6 +15,8 @@ from brewmesh.client import MeshClient, field_violations
 from brewmesh.recipes.v1 import layouts_pb2 as lpb
 from brewmesh.recipes.v1 import recipes_pb2 as rpb
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
+from brewmesh.runner.v1 import program_runner_pb2_grpc
+from brewmesh.sdk import Machine, Program
 from tests.conftest import MeshUnderTest, PartnerClient, embedded_only
 from tests.hostile_requests import deep_struct, delimited
 from tests.test_recipes_support import create_recipe, invalid, recipe
@@ -140,3 +142,27 @@ async def test_a_huge_min_length_is_invalid(partner: PartnerClient) -> None:
     request = lpb.CreateLayoutRequest(layout_id="my-coffee-company:card", layout=spec)
     fields = await invalid(partner.client.layouts.CreateLayout(request))
     assert list(fields) == ["layout.properties[0].view.min_length"]
+
+
+async def test_a_partner_machine_refuses_nan_in_parameters_and_attributes() -> None:
+    machine = Machine()
+
+    @machine.program_run_handler("simple")
+    async def brew(program: Program) -> None:
+        await program.context.emit("poured")
+
+    port = await machine.start("127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = program_runner_pb2_grpc.ProgramRunnerStub(channel)
+            parameters = struct_pb2.Struct()
+            parameters.update({"temperature": math.inf})
+            program = run_pb.Program(program_id="lungo", parameters=parameters)
+            run = run_pb.RunRequest(run_id="r1", recipe="recipes/acme:lungo", program=program)
+            assert list(await invalid(stub.Run(run, timeout=5))) == ["program.parameters"]
+            signal = run_pb.SignalRequest(
+                run="programRuns/r1", event="takeout_requested", attributes=parameters
+            )
+            assert list(await invalid(stub.Signal(signal, timeout=5))) == ["attributes"]
+    finally:
+        await machine.stop(grace=1)

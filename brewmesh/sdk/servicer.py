@@ -25,6 +25,7 @@ from brewmesh.sdk.handlers import Handlers, Registration
 from brewmesh.sdk.program import SDK_EVENTS, ContextEvent, Program, ProgramContext
 from brewmesh.sdk.runs import CALLER, LIFECYCLE, RUN_PREFIX, RunRecord, RunStore, from_struct, state_name
 from brewmesh.server import Shutdown
+from brewmesh.struct_values import check_struct
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProgramRunner"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -90,6 +91,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         v = Violations()
         run_id = _check_run_name(v, "run", request.run)
         _check_signal_event(v, request.event)
+        attributes = check_struct(v, "attributes", request.attributes)
         v.raise_if_any()
         run = self._get(request.run, run_id)
         if run.terminal or run.execution is None:
@@ -97,7 +99,6 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
                 f"run '{run.name}' has ended ({state_name(run.state)}): it takes no more signals"
             )
         handled = run.execution.program.context.handles(request.event)
-        attributes = from_struct(request.attributes)
         recorded = run.record(request.event, CALLER, attributes)
         task = run.execution.dispatch(ContextEvent(request.event, attributes, recorded.sequence))
         if task is not None:
@@ -132,6 +133,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
                 f"{request.volume_ml} is out of range: 1 to {MAX_VOLUME_ML} ml, or 0 for the default",
             )
         _check_program(v, request.program)
+        check_struct(v, "program.parameters", request.program.parameters)
         self.handlers.check(v, request.api_type)
         v.raise_if_any()
         return run_id, self.handlers.resolve(request.api_type)
