@@ -9,7 +9,7 @@ never read; checks of each item run only when the count is within bounds.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from typing import TypeVar
 
 from brewmesh.errors import Violations
@@ -35,8 +35,3 @@ def check_count(v: Violations, field_path: str, items: Sized, limit: int, what: 
         return True
     v.add(field_path, f"has more than {limit} {what}: send at most {limit}")
     return False
-
-
-def within(items: Iterable[T], limit: int) -> Iterable[T]:
-    """At most `limit` of `items`, for a check that looks at each one."""
-    return itertools.islice(items, limit)
