@@ -146,6 +146,7 @@ async def test_list_apis_shows_declared_events(anonymous: MeshClient) -> None:
         "partner_created",
         "coffee_machines_put",
         "machine_status_changed",
+        "partner_key_rotated",
     }
 
 
