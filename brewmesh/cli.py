@@ -313,6 +313,7 @@ def _print_banner(mesh: Mesh, host: str, ca: Path | None) -> None:
         "  plus grpc.health.v1.Health and server reflection",
         f"  data: {mesh.runtime.store.description}",
         "  events: " + ("Redis Streams" if mesh.runtime.bus.backend.crosses_processes else "embedded log"),
+        f"  transport: {_transport(mesh.runtime.tls, ca)}",
     ]
     elsewhere = {k: v for k, v in mesh.runtime.peers.items() if k not in {c.name for c in mesh.components}}
     lines += [f"  {name} service at {where}" for name, where in sorted(elsewhere.items())]
@@ -326,6 +327,12 @@ def _print_banner(mesh: Mesh, host: str, ca: Path | None) -> None:
         client_cert = " -cert CLIENT.pem -key CLIENT.key" if ca else ""
         lines.append(f"  grpcurl -cacert {ca or 'CA.pem'}{client_cert} {_dialable(host)}:{mesh.port} list")
     print("\n".join(lines), flush=True)
+
+
+def _transport(tls: Tls | None, ca: Path | None) -> str:
+    if tls is None:
+        return "plaintext"
+    return f"mutual TLS (clients need a certificate signed by {ca})" if tls.mutual else "TLS"
 
 
 def _dialable(host: str) -> str:

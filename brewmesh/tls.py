@@ -45,8 +45,9 @@ class Tls:
         return self.ca is not None
 
     @classmethod
-    def load(cls, cert: Path, key: Path, ca: Path | None = None) -> Tls:
+    def load(cls, cert: str | Path, key: str | Path, ca: str | Path | None = None) -> Tls:
         """Read and check the PEM files; a StartError names the file at fault."""
+        cert, key, ca = Path(cert), Path(key), Path(ca) if ca else None
         chain = _read(Setting.TLS_CERT, cert, "certificate")
         private_key = _read(Setting.TLS_KEY, key, "private key")
         authority = _read(Setting.TLS_CA, ca, "CA certificate") if ca else None
