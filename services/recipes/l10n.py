@@ -82,6 +82,10 @@ def check_values(v: Violations, values: Values) -> None:
         v.add("values", "is empty: give at least one field's text, e.g. 'search_title'")
     if not check_count(v, "values", values, MAX_VALUES, "fields"):
         return
+    if v.full:  # a build may hold thousands of values: count what is wrong, describe nothing
+        v.count(sum(SNAKE_RE.fullmatch(k) is None for k in values))
+        v.count(sum(not 0 < len(t) <= MAX_VALUE_CHARS for t in values.values()))
+        return
     for key, text in values.items():
         valid_key = SNAKE_RE.fullmatch(key) is not None
         valid_text = 0 < len(text) <= MAX_VALUE_CHARS
