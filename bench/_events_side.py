@@ -61,10 +61,11 @@ from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
 from brewmesh.client import connect
 from brewmesh.event_backend import PUBLIC
 from brewmesh.events import Bus, BusSettings, ReceivedEvent, unless_stopped
-from brewmesh.mesh import Backends, Mesh, all_components
+from brewmesh.mesh import Mesh, all_components
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as runner_pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
+from brewmesh.settings import Settings
 from brewmesh.storage import Tx
 
 T = TypeVar("T")
@@ -154,10 +155,10 @@ async def mesh_mode(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commands = Commands()
     await commands.open()
-    backends = Backends(store_url=args.store_url or None, bus_url=args.bus_url or None, bus=BusSettings())
-    mesh = await Mesh.start(
-        Path(args.data_dir), f"127.0.0.1:{args.port}", pick_components(args.components), None, backends
+    chosen = Settings(
+        data_dir=Path(args.data_dir), port=args.port, store=args.store_url or None, bus=args.bus_url or None
     )
+    mesh = await Mesh.start(chosen, pick_components(args.components))
     bus = mesh.runtime.bus
     address = f"127.0.0.1:{mesh.port}"
     emit({"ready": True, "address": address, "admin_key": mesh.admin_key, "pid": os.getpid()})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from brewmesh.errors import PermissionDenied, Unauthenticated
 from brewmesh.names import COMMON_NAMESPACE
 from brewmesh.secret_files import read_or_create
 
-ADMIN_KEY_ENV = "BREWMESH_ADMIN_KEY"
 ADMIN_KEY_FILE = "admin.key"
 KEY_PREFIX = "bmk_"
 
@@ -90,15 +88,15 @@ def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def load_admin_key(data_dir: Path, create: bool = True) -> tuple[str, bool]:
-    """The admin key, and whether it was generated just now (print it once).
+def load_admin_key(data_dir: Path, create: bool = True, given: str | None = None) -> tuple[str, bool]:
+    """The admin key (`given` in the settings, else kept in `data_dir`), and whether it was
+    generated just now (print it once).
 
     Without `create` (a process that does not own the key table), a missing
     key is "": that process asks the partners service about every key.
     """
-    from_env = os.environ.get(ADMIN_KEY_ENV)
-    if from_env:
-        return from_env, False
+    if given:
+        return given, False
     if not create:
         path = data_dir / ADMIN_KEY_FILE
         return (path.read_text().strip(), False) if path.exists() else ("", False)
@@ -157,6 +155,19 @@ class Authenticator:
         self._forgotten += 1
         for key in [k for k, grant in self._known.items() if grant.principal.namespace == namespace]:
             del self._known[key]
+
+    def caller_name(self, metadata: Iterable[tuple[str, str | bytes]]) -> str:
+        """Who made a call, from keys already checked (for logs: never asks anyone, never fails)."""
+        try:
+            key = bearer_key(metadata)
+        except Unauthenticated:
+            return "malformed-key"
+        if key is None:
+            return "anonymous"
+        known = self._known.get(key)
+        if known is None:
+            return "unknown-key"
+        return "admin" if known.principal.is_admin else str(known.principal.namespace)
 
     async def require_any(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         principal = await self.principal(context)

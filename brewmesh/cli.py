@@ -1,49 +1,35 @@
-"""The `brewmesh` command."""
+"""The `brewmesh` command.
+
+Every setting of a process is a field of `brewmesh.settings.Settings`: this
+module turns each into an option of the commands that take it (with its
+environment variable in the help), builds the settings from the command
+line, the environment and `--config`, and hands them to the composition root.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib.metadata
-import logging
+import json
 import os
 import secrets
 import sys
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from brewmesh import caller_tokens, inspect_cli
-from brewmesh.backends import STORE_SCHEMES, without_password
+from brewmesh import inspect_cli, log_format, settings, tracing
 from brewmesh.machines import DEFAULT_BREW_SECONDS, REFERENCE_MACHINES, ReferenceMachine
-from brewmesh.mesh import BUS_SCHEMES, Backends, Mesh, all_components
+from brewmesh.mesh import Mesh, all_components
 from brewmesh.sdk import DEFAULT_PORT as DEFAULT_MACHINE_PORT
-from brewmesh.server import MAX_PORT
+from brewmesh.settings import Settings
 from brewmesh.startup import Setting, StartError
-from brewmesh.tls import Tls
+from brewmesh.tls import Tls, load_tls
 
-DEFAULT_PORT = 50051
-DEFAULT_DATA_DIR = Path("brewmesh-data")
+DEFAULT_PORTS = {"up": 50051, "serve": 0, "machine": DEFAULT_MACHINE_PORT}
 COMPONENTS = ("partners", "recipes", "runner")
-STORE_ENV = "BREWMESH_STORE"
-BUS_ENV = "BREWMESH_BUS"
-TLS_ENV = {"cert": "BREWMESH_TLS_CERT", "key": "BREWMESH_TLS_KEY", "ca": "BREWMESH_TLS_CA"}
 DEFAULT_REDIS = "127.0.0.1:6379"
-
-SETTING_NAMES = {
-    Setting.HOST: "--host",
-    Setting.PORT: "--port",
-    Setting.DATA_DIR: "--data-dir",
-    Setting.STORE: f"--store (${STORE_ENV})",
-    Setting.BUS: f"--bus (${BUS_ENV})",
-    Setting.PEERS: "--partners ($BREWMESH_PARTNERS_ADDRESS)",
-    Setting.TLS_CERT: f"--tls-cert (${TLS_ENV['cert']})",
-    Setting.TLS_KEY: f"--tls-key (${TLS_ENV['key']})",
-    Setting.TLS_CA: f"--tls-ca (${TLS_ENV['ca']})",
-    Setting.CALLER_TOKEN: f"${caller_tokens.ENV}",
-    Setting.MACHINE_KEEPALIVE: "$BREWMESH_MACHINE_KEEPALIVE_SECONDS",
-    Setting.MACHINE_RESUME: "$BREWMESH_MACHINE_RESUME_SECONDS",
-}
-"""How the command line names each setting a failed start blames."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,13 +42,12 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         _command(parser, args)
     except StartError as error:
         # One line that names what to change; the traceback would only bury it.
         problem = " ".join(error.problem.split())  # a driver's message may span lines
-        parser.exit(2, f"brewmesh {args.command}: {SETTING_NAMES[error.setting]}: {problem}\n")
+        parser.exit(2, f"brewmesh {args.command}: {settings.describe(error.setting)}: {problem}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,26 +55,114 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"brewmesh {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start every service of the mesh in one process on one port")
-    _add_server_options(up, DEFAULT_PORT)
+    _add_settings(up, "up")
     serve = commands.add_parser("serve", help="start one service of the mesh in its own process")
     serve.add_argument("component", choices=COMPONENTS, help="the service to run")
-    _add_server_options(serve, 0)
-    for peer in COMPONENTS:
-        variable = f"BREWMESH_{peer.upper()}_ADDRESS"
-        serve.add_argument(
-            f"--{peer}",
-            metavar="HOST:PORT",
-            default=os.environ.get(variable),
-            help=f"where the {peer} service runs (default ${variable})",
-        )
+    _add_settings(serve, "serve")
     machine = commands.add_parser("machine", help="run a reference partner machine (its own ProgramRunner)")
     machine.add_argument("--kind", required=True, choices=sorted(REFERENCE_MACHINES), help="which machine")
-    machine.add_argument("--port", type=_port, default=DEFAULT_MACHINE_PORT, help="port to serve on")
-    machine.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     machine.add_argument(
         "--brew-seconds", type=float, default=DEFAULT_BREW_SECONDS, help="how long a brew takes"
     )
-    _add_tls_options(machine, "the runner")
+    _add_settings(machine, "machine")
+    config = commands.add_parser("config", help="see the configuration a command would start with")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="{show}")
+    show = config_commands.add_parser(
+        "show",
+        help="print the effective settings (flags, environment, --config file, defaults), secrets masked",
+    )
+    show.add_argument("--for", dest="for_command", choices=settings.PROCESS_COMMANDS, default="up")
+    show.add_argument("--json", action="store_true", help="as one JSON object")
+    _add_settings(show, None)
+    _add_redis_acl(commands)
+    inspect_cli.add_commands(commands)
+    return parser
+
+
+def _add_settings(command: argparse.ArgumentParser, name: str | None) -> None:
+    """An option for each setting `name` takes (every setting, for None), defaults left to `load`."""
+    command.add_argument(
+        "--config",
+        type=Path,
+        metavar="TOML",
+        help=f"read settings from this file (keys: the options' names with _) (${settings.CONFIG_ENV})",
+    )
+    for field, option in settings.options():
+        if option.flag is None or (name is not None and name not in option.commands):
+            continue
+        default = DEFAULT_PORTS[name] if field.name == "port" and name else field.default
+        shown = "" if default is None or option.is_switch else f", default {default}"
+        described = f"{option.help} (${option.env}{shown})"
+        if option.is_switch:
+            command.add_argument(
+                option.flag, dest=field.name, action="store_const", const=True, help=described
+            )
+        else:
+            kind: Any = settings.kind_of(field)
+            command.add_argument(
+                option.flag, dest=field.name, type=_typed(kind), metavar=option.metavar, help=described
+            )
+
+
+def _typed(kind: type) -> Any:
+    def parse(text: str) -> object:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+
+    return parse
+
+
+def _settings(args: argparse.Namespace, command: str) -> Settings:
+    given = {f.name: getattr(args, f.name, None) for f, _ in settings.options()}
+    config = args.config or (
+        Path(os.environ[settings.CONFIG_ENV]) if os.environ.get(settings.CONFIG_ENV) else None
+    )
+    return settings.load(command, given, os.environ, config, {"port": DEFAULT_PORTS[command]})
+
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.command in settings.PROCESS_COMMANDS:
+        chosen = _settings(args, args.command)
+        log_format.configure(chosen.log_level, chosen.log_format)  # type: ignore[arg-type]
+    if args.command == "up":
+        asyncio.run(_run(chosen, None))
+    elif args.command == "serve":
+        if not chosen.bus:
+            raise StartError(
+                Setting.BUS,
+                "services in separate processes share events through Redis: give redis://host:port",
+            )
+        asyncio.run(_run(chosen, args.component))
+    elif args.command == "machine":
+        asyncio.run(_machine(REFERENCE_MACHINES[args.kind], args.brew_seconds, chosen))
+    elif args.command == "config":
+        _show(_settings(args, args.for_command), args.json)
+    elif args.command == "redis-acl":
+        _redis_acl(parser, args)
+    elif args.command in ("events", "runs"):
+        sys.exit(inspect_cli.run(args))
+
+
+def _show(chosen: Settings, as_json: bool) -> None:
+    shown = chosen.shown()
+    if as_json:
+        print(json.dumps(shown))
+        return
+    width = max(len(name) for name in shown)
+    for name, value in shown.items():
+        print(f"{name.ljust(width)}  {'-' if value is None else value}")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("brewmesh")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _add_redis_acl(commands: Any) -> None:
     acl = commands.add_parser(
         "redis-acl",
         help="print Redis ACL users that let each service write only its own APIs' events",
@@ -115,38 +188,6 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_REDIS,
         help="for the --bus URLs (default %(default)s)",
     )
-    inspect_cli.add_commands(commands)
-    return parser
-
-
-def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.command in ("up", "serve", "machine"):
-        tls = _tls(args)
-    if args.command in ("up", "serve"):
-        backends = _backends(parser, args)
-    if args.command == "up":
-        asyncio.run(_run(args, None, {}, backends, tls))
-    elif args.command == "serve":
-        if not backends.bus_url:
-            parser.error(
-                "serve: services in separate processes share events through Redis:"
-                " pass --bus redis://host:port (or set BREWMESH_BUS)"
-            )
-        peers = {name: getattr(args, name) for name in COMPONENTS if getattr(args, name)}
-        asyncio.run(_run(args, args.component, peers, backends, tls))
-    elif args.command == "machine":
-        asyncio.run(_machine(REFERENCE_MACHINES[args.kind], args, tls))
-    elif args.command == "redis-acl":
-        _redis_acl(parser, args)
-    elif args.command in ("events", "runs"):
-        sys.exit(inspect_cli.run(args))
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("brewmesh")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed)"
 
 
 def _redis_acl(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -175,128 +216,28 @@ def _redis_acl(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     print(notes, end="", file=sys.stderr, flush=True)
 
 
-def _backends(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Backends:
-    for option, url, schemes in (("--store", args.store, STORE_SCHEMES), ("--bus", args.bus, BUS_SCHEMES)):
-        if url and url.partition("://")[0] not in schemes:
-            parser.error(f"{option}: '{without_password(url)}' is not a {' or '.join(schemes)}:// URL")
-    return Backends(store_url=args.store or None, bus_url=args.bus or None)
-
-
-def _tls(args: argparse.Namespace) -> Tls | None:
-    """The TLS the command line asks for (read and checked now), or None for plaintext."""
-    if args.tls_cert is None and args.tls_key is None:
-        if args.tls_ca:
-            raise StartError(
-                Setting.TLS_CA, "mutual TLS needs this process's own --tls-cert and --tls-key too"
-            )
-        return None
-    if args.tls_cert is None:
-        raise StartError(Setting.TLS_CERT, "--tls-key needs the certificate it is the key of")
-    if args.tls_key is None:
-        raise StartError(Setting.TLS_KEY, "--tls-cert needs its private key")
-    return Tls.load(args.tls_cert, args.tls_key, args.tls_ca)
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > MAX_PORT:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a port: use 1 to {MAX_PORT} (0: any free port)")
-    return int(text)
-
-
-def _path_from_env(variable: str) -> Path | None:
-    value = os.environ.get(variable)
-    return Path(value) if value else None
-
-
-def _add_tls_options(command: argparse.ArgumentParser, clients: str) -> None:
-    command.add_argument(
-        "--tls-cert",
-        type=Path,
-        metavar="PEM",
-        default=_path_from_env(TLS_ENV["cert"]),
-        help=f"serve TLS with this certificate (chain), with --tls-key (default ${TLS_ENV['cert']})",
-    )
-    command.add_argument(
-        "--tls-key",
-        type=Path,
-        metavar="PEM",
-        default=_path_from_env(TLS_ENV["key"]),
-        help=f"the certificate's unencrypted private key (default ${TLS_ENV['key']})",
-    )
-    command.add_argument(
-        "--tls-ca",
-        type=Path,
-        metavar="PEM",
-        default=_path_from_env(TLS_ENV["ca"]),
-        help=f"mutual TLS: serve only clients with a certificate this CA signed ({clients}); calls made"
-        f" from here present --tls-cert and check servers against this CA (default ${TLS_ENV['ca']})",
-    )
-    command.add_argument(
-        "--insecure",
-        action="store_true",
-        help="serve plaintext on an address beyond loopback (API keys then cross the network in clear)",
-    )
-
-
-def _add_server_options(command: argparse.ArgumentParser, default_port: int) -> None:
-    _add_tls_options(command, "the mesh's other services")
-    command.add_argument(
-        "--port",
-        type=_port,
-        default=default_port,
-        help=f"port to serve on (default {default_port or 'any free'})",
-    )
-    command.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)"
-    )
-    command.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        help=f"where data lives (default ./{DEFAULT_DATA_DIR})",
-    )
-    command.add_argument(
-        "--store",
-        metavar="URL",
-        default=os.environ.get(STORE_ENV),
-        help="PostgreSQL for state, postgresql://user:password@host:port/db"
-        f" (default ${STORE_ENV}, else SQLite in --data-dir)",
-    )
-    command.add_argument(
-        "--bus",
-        metavar="URL",
-        default=os.environ.get(BUS_ENV),
-        help=f"Redis for events, redis://[user:password@]host:port[/db] (default ${BUS_ENV},"
-        " else the embedded log in the store; required by serve)",
-    )
-
-
-async def _run(
-    args: argparse.Namespace, only: str | None, peers: dict[str, str], backends: Backends, tls: Tls | None
-) -> None:
+async def _run(chosen: Settings, only: str | None) -> None:
     components = [c for c in all_components() if only in (None, c.name)]
-    address = f"{args.host}:{args.port}"
-    mesh = await Mesh.start(
-        args.data_dir.resolve(), address, components, peers, backends, tls=tls, insecure=args.insecure
-    )
-    _print_banner(mesh, args.host, args.tls_ca if tls else None)
+    chosen = dataclass_replace(chosen, data_dir=chosen.data_dir.resolve())
+    traced = tracing.from_environment(only or "mesh", os.environ)
+    mesh = await Mesh.start(chosen, components, traced)
+    _print_banner(mesh, chosen.host, chosen.tls_ca if mesh.runtime.tls else None)
     await mesh.server.serve_until_signalled()
     await mesh.stop(grace=0)
     print("brewmesh stopped", flush=True)
 
 
-async def _machine(reference: ReferenceMachine, args: argparse.Namespace, tls: Tls | None) -> None:
-    token = os.environ.get(caller_tokens.ENV) or None
-    if token is not None and not caller_tokens.is_valid(token):
-        raise StartError(Setting.CALLER_TOKEN, f"the caller token is not {caller_tokens.TOKEN_RULE}")
-    machine = reference.build(args.brew_seconds, token)
-    await machine.start(f"{args.host}:{args.port}", tls, args.insecure)
+async def _machine(reference: ReferenceMachine, brew_seconds: float, chosen: Settings) -> None:
+    tls = load_tls(chosen.tls_cert, chosen.tls_key, chosen.tls_ca)
+    token = chosen.caller_token
+    machine = reference.build(brew_seconds, token)
+    await machine.start(chosen.address, tls, chosen.insecure, tracing.from_environment("machine", os.environ))
     callers = "the caller token's holder only" if token else "anyone"
     if tls and tls.mutual:
-        callers += f", with a certificate signed by {args.tls_ca}"
+        callers += f", with a certificate signed by {chosen.tls_ca}"
     print(
         f"{reference.api_type} machine ({reference.summary}) serving brewmesh.runner.v1.ProgramRunner"
-        f" on {args.host}:{machine.port} ({'TLS' if tls else 'plaintext'}; runs for {callers})\n"
+        f" on {chosen.host}:{machine.port} ({'TLS' if tls else 'plaintext'}; runs for {callers})\n"
         f"  handles: {', '.join(reference.handles) or 'nothing but run, state and cancel'}\n"
         f"  emits: {', '.join(reference.emits) or 'only lifecycle events'}",
         flush=True,

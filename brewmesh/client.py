@@ -182,9 +182,12 @@ def connect(
     tls: bool = False,
     credentials: grpc.ChannelCredentials | None = None,
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> MeshClient:
-    """Typed stubs over `channel(address, key, tls, credentials, deadline_seconds=...)`."""
-    return MeshClient(channel(address, key, tls, credentials, deadline_seconds=deadline_seconds))
+    """Typed stubs over `channel(...)` (see there)."""
+    return MeshClient(
+        channel(address, key, tls, credentials, interceptors=interceptors, deadline_seconds=deadline_seconds)
+    )
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:

@@ -52,14 +52,7 @@ class BusSettings:
     """After this many failed deliveries an event moves to the group's dead letters."""
     retention: int = 1_000_000
     """The log keeps about this many newest events per API (Redis: MAXLEN ~)."""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.visibility_seconds <= 86_400:
-            raise ValueError("visibility_seconds must be between 0 and 86400")
-        if not 1 <= self.max_deliveries <= 1000:
-            raise ValueError("max_deliveries must be between 1 and 1000")
-        if self.retention < 1000:
-            raise ValueError("retention must keep at least 1000 events per API")
+    # The bounds of each are checked once, where they are configured (brewmesh.settings).
 
 
 @dataclass(frozen=True)

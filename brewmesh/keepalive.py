@@ -13,6 +13,9 @@ from __future__ import annotations
 
 MIN_PING_SECONDS = 1.0
 """The shortest keepalive a client may be configured with: servers allow pings this often."""
+MACHINE_SECONDS = 2.5
+"""The runner's default ping interval to machines: with the default resume window (15 s), a
+frozen machine's runs fail within 2 x 2.5 + 15 = 20 s."""
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_permit_without_calls", 1),

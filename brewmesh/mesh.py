@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import secrets
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -27,23 +26,25 @@ from brewmesh import bus_service, event_backend
 from brewmesh.apis import ApiRegistry
 from brewmesh.auth import ADMIN_KEY_FILE, Authenticator, KeyCheckInterceptor, KeyLookup, load_admin_key
 from brewmesh.backends import DB_FILE, open_store, without_password
-from brewmesh.event_backend import EventBackend
+from brewmesh.call_observer import CallObserverInterceptor
+from brewmesh.event_backend import EventBackend, GroupState
 from brewmesh.events import Bus, BusSettings
 from brewmesh.key_rotation import forget_rotated_keys
+from brewmesh.metrics import ListenerGroupCollector, Metrics, MetricsEndpoint
 from brewmesh.pagination import PageTokens
 from brewmesh.remote_keys import RemoteKeys
 from brewmesh.runtime import Component, Runtime
 from brewmesh.secret_files import read_or_create
-from brewmesh.server import Server, Shutdown, check_free, split_address
+from brewmesh.server import Server, Shutdown, check_free
+from brewmesh.settings import Settings
 from brewmesh.startup import Setting, StartError, blame
 from brewmesh.storage import Store
-from brewmesh.tls import Tls, check_plaintext, peer_credentials
+from brewmesh.tls import Tls, check_plaintext, load_tls, peer_credentials
+from brewmesh.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
 
 TOKEN_SECRET_FILE = "page-token.secret"
-TOKEN_SECRET_ENV = "BREWMESH_TOKEN_SECRET"
-BUS_SCHEMES = ("redis", "rediss")
 
 
 def all_components() -> list[Component]:
@@ -55,10 +56,9 @@ def all_components() -> list[Component]:
     return [partners(), recipes(), runner()]
 
 
-def _token_secret(data_dir: Path) -> bytes:
-    from_env = os.environ.get(TOKEN_SECRET_ENV)
-    if from_env:
-        return from_env.encode()
+def _token_secret(data_dir: Path, given: str | None) -> bytes:
+    if given:
+        return given.encode()
     secret, _ = read_or_create(data_dir / TOKEN_SECRET_FILE, lambda: secrets.token_hex(32))
     return secret.encode()
 
@@ -70,6 +70,13 @@ class Backends:
     store_url: str | None = None
     bus_url: str | None = None
     bus: BusSettings = field(default_factory=BusSettings)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Backends:
+        tuning = BusSettings(
+            settings.event_visibility_seconds, settings.event_max_deliveries, settings.event_retention
+        )
+        return cls(settings.store, settings.bus, tuning)
 
 
 async def open_bus(backends: Backends, store: Store, registry: ApiRegistry) -> EventBackend:
@@ -95,6 +102,7 @@ class Mesh:
     admin_key: str
     admin_key_generated: bool
     remote_keys: RemoteKeys | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
 
     @property
     def port(self) -> int:
@@ -103,35 +111,25 @@ class Mesh:
     @classmethod
     async def start(
         cls,
-        data_dir: Path,
-        address: str = "127.0.0.1:0",
+        settings: Settings | None = None,
         components: Sequence[Component] | None = None,
-        peers: dict[str, str] | None = None,
-        backends: Backends | None = None,
-        tls: Tls | None = None,
-        insecure: bool = False,
+        tracing: Tracing = NO_TRACING,
     ) -> Mesh:
-        """Start a process of the mesh; `peers` says where components hosted elsewhere are.
+        """Start a process of the mesh hosting `components` (default: all), as `settings` say.
 
-        It serves TLS with `tls` (and calls its peers with it); plaintext beyond
-        loopback only if `insecure`. A start that fails raises StartError naming
-        the setting at fault and undoes what it did: what it opened is closed,
-        and an admin key it generated is not left behind, never shown.
+        It serves TLS if the settings give a certificate (and calls its peers
+        with it); plaintext beyond loopback only if `insecure`. A start that
+        fails raises StartError naming the setting at fault and undoes what it
+        did: what it opened is closed, and an admin key it generated is not
+        left behind, never shown.
         """
-        host, port = split_address(address)
-        check_plaintext(host, tls, insecure)  # the cheap checks before anything is touched
-        check_free(host, port)
+        settings = settings or Settings()
+        check_free(settings.host, settings.port)  # the cheap checks before anything is touched
+        tls = load_tls(settings.tls_cert, settings.tls_key, settings.tls_ca)
+        check_plaintext(settings.host, tls, settings.insecure)
         async with contextlib.AsyncExitStack() as undo:
-            mesh = await cls._start(
-                undo,
-                data_dir,
-                address,
-                list(all_components() if components is None else components),
-                dict(peers or {}),
-                backends or Backends(),
-                tls,
-                insecure,
-            )
+            chosen = list(all_components() if components is None else components)
+            mesh = await cls._start(undo, settings, chosen, tls, tracing)
             undo.pop_all()  # started: nothing to undo
         return mesh
 
@@ -139,14 +137,12 @@ class Mesh:
     async def _start(
         cls,
         undo: contextlib.AsyncExitStack,
-        data_dir: Path,
-        address: str,
+        settings: Settings,
         components: list[Component],
-        peers: dict[str, str],
-        backends: Backends,
         tls: Tls | None,
-        insecure: bool,
+        tracing: Tracing,
     ) -> Mesh:
+        data_dir, backends, peers = settings.data_dir, Backends.of(settings), settings.peers
         with blame(Setting.DATA_DIR, f"cannot use {data_dir} as the data directory"):
             data_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(backends.store_url, data_dir)
@@ -161,10 +157,11 @@ class Mesh:
                 registry.register(api)
         owns_keys = any(c.key_lookup for c in components)
         with blame(Setting.DATA_DIR, f"cannot keep secrets in {data_dir}"):
-            admin_key, generated = load_admin_key(data_dir, create=owns_keys)
+            admin_key, generated = load_admin_key(data_dir, owns_keys, settings.admin_key)
             if generated:  # shown only once the mesh serves: a failed start must not keep it
                 undo.callback((data_dir / ADMIN_KEY_FILE).unlink, missing_ok=True)
-            token_secret = _token_secret(data_dir)
+            token_secret = _token_secret(data_dir, settings.token_secret)
+        metrics = Metrics()
         lookup, remote = _key_lookup(components, store, peers, tls)
         if remote:
             undo.push_async_callback(remote.close)
@@ -176,13 +173,16 @@ class Mesh:
         runtime = Runtime(
             data_dir=data_dir,
             store=store,
-            bus=Bus(backend, store, registry, service, backends.bus),
+            bus=Bus(backend, store, registry, service, backends.bus, metrics),
             auth=Authenticator(admin_key, lookup),
             page_tokens=PageTokens(token_secret),
             shutdown=shutdown,
-            peers=peers,
+            peers=dict(peers),
             tls=tls,
             hosted=frozenset(c.name for c in components),
+            settings=settings,
+            metrics=metrics,
+            tracing=tracing,
         )
         undo.push_async_callback(runtime.bus.close)
         forget_rotated_keys(runtime.bus, runtime.auth)
@@ -195,9 +195,24 @@ class Mesh:
         bindings.append(
             bus_service.binding(runtime.bus, registry, runtime.auth, shutdown, runtime.page_tokens)
         )
-        interceptors = [KeyCheckInterceptor(runtime.auth)]
-        server = Server(bindings, address, shutdown, interceptors=interceptors, tls=tls, insecure=insecure)
-        mesh = cls(runtime, server, components, admin_key, generated, remote)
+        interceptors = [
+            # Outermost: every call is counted and logged, the refused ones too.
+            CallObserverInterceptor(metrics, runtime.auth.caller_name),
+            *tracing.server_interceptors(),
+            KeyCheckInterceptor(runtime.auth),
+        ]
+        server = Server(
+            bindings,
+            settings.address,
+            shutdown,
+            interceptors=interceptors,
+            tls=tls,
+            insecure=settings.insecure,
+        )
+        endpoint = _metrics_endpoint(settings, runtime, registry)
+        if endpoint:
+            undo.callback(endpoint.stop)
+        mesh = cls(runtime, server, components, admin_key, generated, remote, endpoint)
         await server.start()
         undo.push_async_callback(server.stop, 0)
         for component in components:  # the components hosted here are reached here
@@ -224,11 +239,26 @@ class Mesh:
         await bounded_step("event bus", self.runtime.bus.close(), STEP_SECONDS)
         if self.remote_keys:
             await bounded_step("key checks", self.remote_keys.close(), STEP_SECONDS)
+        if self.metrics_endpoint:
+            await asyncio.to_thread(self.metrics_endpoint.stop)
         await self.runtime.store.close()
 
 
 STEP_SECONDS = 5.0
 SELF_CHECK_SECONDS = 5.0
+
+
+def _metrics_endpoint(settings: Settings, runtime: Runtime, registry: ApiRegistry) -> MetricsEndpoint | None:
+    """Prometheus metrics on `metrics_port`, listener groups read from the bus at each scrape."""
+    if settings.metrics_port is None:
+        return None
+
+    async def group_states() -> list[GroupState]:
+        return [state for api in sorted(registry.declared) for state in await runtime.bus.backend.groups(api)]
+
+    runtime.metrics.registry.register(ListenerGroupCollector(asyncio.get_running_loop(), group_states))
+    with blame(Setting.METRICS_PORT, f"cannot serve metrics on {settings.host}:{settings.metrics_port}"):
+        return MetricsEndpoint(runtime.metrics, settings.host, settings.metrics_port)
 
 
 async def _check_own_certificate(port: int, tls: Tls) -> None:

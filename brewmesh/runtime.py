@@ -9,12 +9,16 @@ from pathlib import Path
 import grpc
 
 from brewmesh.auth import Authenticator, KeyLookup
+from brewmesh.call_observer import client_interceptors
 from brewmesh.errors import Unavailable
 from brewmesh.events import Bus
+from brewmesh.metrics import Metrics
 from brewmesh.pagination import PageTokens
 from brewmesh.server import ServiceBinding, Shutdown
+from brewmesh.settings import Settings
 from brewmesh.storage import Migration, Store
 from brewmesh.tls import Tls, peer_credentials
+from brewmesh.tracing import NO_TRACING, Tracing
 
 
 @dataclass
@@ -33,6 +37,13 @@ class Runtime:
     """The process's TLS: it serves with it, and calls its peers and TLS machines with it."""
     hosted: frozenset[str] = frozenset()
     """The components this process hosts (reached at its own port)."""
+    settings: Settings = field(default_factory=Settings)
+    metrics: Metrics = field(default_factory=Metrics)
+    tracing: Tracing = NO_TRACING
+
+    def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+        """For every channel this process opens: its calls are counted and traced."""
+        return [*client_interceptors(self.metrics), *self.tracing.client_interceptors()]
 
     def address_of(self, component: str) -> str:
         address = self.peers.get(component)

@@ -17,7 +17,7 @@ from brewmesh.storage import StoreUnusable
 
 
 class Setting(Enum):
-    """A setting of a process, as the CLI names it (options, environment variables)."""
+    """A setting of a process: the name of its `Settings` field (PEERS: the service addresses)."""
 
     HOST = "host"
     PORT = "port"
@@ -28,9 +28,20 @@ class Setting(Enum):
     TLS_CERT = "tls_cert"
     TLS_KEY = "tls_key"
     TLS_CA = "tls_ca"
-    CALLER_TOKEN = "caller_token"
+    INSECURE = "insecure"
+    METRICS_PORT = "metrics_port"
+    LOG_LEVEL = "log_level"
+    LOG_FORMAT = "log_format"
+    EVENT_VISIBILITY = "event_visibility_seconds"
+    EVENT_MAX_DELIVERIES = "event_max_deliveries"
+    EVENT_RETENTION = "event_retention"
+    HEALTH_INTERVAL = "health_interval_seconds"
     MACHINE_KEEPALIVE = "machine_keepalive"
     MACHINE_RESUME = "machine_resume"
+    ADMIN_KEY = "admin_key"
+    TOKEN_SECRET = "token_secret"
+    CALLER_TOKEN = "caller_token"
+    CONFIG = "config"
 
 
 class StartError(Exception):

@@ -76,6 +76,21 @@ class Tls:
         return grpc.ssl_channel_credentials(self.certificate_chain, self.private_key, self.certificate_chain)
 
 
+def load_tls(cert: Path | None, key: Path | None, ca: Path | None) -> Tls | None:
+    """The TLS the settings ask for (read and checked now), or None for plaintext."""
+    if cert is None and key is None:
+        if ca:
+            raise StartError(
+                Setting.TLS_CA, "mutual TLS needs this process's own --tls-cert and --tls-key too"
+            )
+        return None
+    if cert is None:
+        raise StartError(Setting.TLS_CERT, "--tls-key needs the certificate it is the key of")
+    if key is None:
+        raise StartError(Setting.TLS_KEY, "--tls-cert needs its private key")
+    return Tls.load(cert, key, ca)
+
+
 def peer_credentials(tls: Tls | None, hosted_here: bool = False) -> grpc.ChannelCredentials | None:
     """How a process calls a service of its mesh: TLS if it serves TLS, else plaintext; a service
     `hosted_here` is called with `own_credentials`.

@@ -9,6 +9,7 @@ Tests that look inside the process (its store, its bus) use `embedded_mesh`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,11 +24,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from brewmesh import settings
 from brewmesh.bus_service import SERVICE_NAME as EVENT_BUS
 from brewmesh.client import MeshClient, connect
 from brewmesh.gateway import Gateway
 from brewmesh.mesh import Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
+from brewmesh.settings import Settings
 from tests.engines import fresh_redis_url, pg_database, postgres, redis_server
 
 __all__ = ["fresh_redis_url", "pg_database", "postgres", "redis_server"]  # fixtures
@@ -37,15 +40,28 @@ BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    [port] = free_ports(1)
+    return port
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: held open together, or the kernel may hand one out twice."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
+def embedded_settings(data_dir: Path) -> Settings:
+    """What `brewmesh up --data-dir DIR --port 0` would start with (the environment applies too)."""
+    return settings.load("up", {"data_dir": data_dir, "port": 0}, os.environ)
 
 
 @pytest.fixture
 async def embedded_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     """The embedded mesh in this process, on a free port, data in tmp_path."""
-    running = await Mesh.start(tmp_path / "data")
+    running = await Mesh.start(embedded_settings(tmp_path / "data"))
     yield running
     await running.stop(grace=1)
 
@@ -71,7 +87,7 @@ MeshUnderTest = Mesh | DistributedMesh
 async def mesh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MeshUnderTest]:
     """The mesh a behaviour test drives, in each configuration (see the module docstring)."""
     if request.param == "embedded":
-        running = await Mesh.start(tmp_path / "data")
+        running = await Mesh.start(embedded_settings(tmp_path / "data"))
         yield running
         await running.stop(grace=1)
         return
@@ -272,7 +288,7 @@ def separate_services(base: Path, backends: DistributedBackends) -> Iterator[Sep
 
     They share no directory: each has its own data directory under `base`.
     """
-    ports = {name: free_port() for name in ("partners", "recipes", "runner")}
+    ports = dict(zip(("partners", "recipes", "runner"), free_ports(3), strict=True))
     address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     peers = {
         "partners": [],

@@ -15,6 +15,7 @@ from brewmesh.client import MeshClient, connect, field_violations
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2 as pb
 from brewmesh.server import Server
+from brewmesh.settings import Settings
 from tests.conftest import PartnerClient, create_partner, free_port
 
 PARENT = "partners/my-coffee-company"
@@ -136,8 +137,7 @@ async def test_unknown_machine_is_not_found(anonymous: MeshClient, partner: Part
 async def test_registry_health_checks_machines_and_fires_status_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, machine_server: Server
 ) -> None:
-    monkeypatch.setenv("BREWMESH_HEALTH_INTERVAL", "0.2")
-    mesh = await Mesh.start(tmp_path / "data")
+    mesh = await Mesh.start(Settings(data_dir=tmp_path / "data", health_interval_seconds=0.2))
     try:
         async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as admin:
             owner = await create_partner(mesh, admin, "my-coffee-company")

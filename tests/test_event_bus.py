@@ -17,6 +17,7 @@ from brewmesh.event_backend import PUBLIC
 from brewmesh.events import ReceivedEvent
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2
+from brewmesh.settings import Settings
 from services.partners.component import component as partners_component
 from tests.conftest import create_partner, embedded_only
 from tests.test_recipes_support import logged_events
@@ -47,7 +48,7 @@ async def test_fire_refuses_an_event_not_declared_for_the_api(mesh: Mesh) -> Non
 
 
 async def test_fire_refuses_an_api_this_process_does_not_serve(tmp_path: Path) -> None:
-    only_partners = await Mesh.start(tmp_path / "d", components=[partners_component()])
+    only_partners = await Mesh.start(Settings(data_dir=tmp_path / "d"), components=[partners_component()])
     try:
         with pytest.raises(
             EventRefused, match=r"not authoritative for API 'brewmesh\.recipes\.v1\.RecipeService'"
@@ -171,7 +172,7 @@ async def test_listen_retries_a_failing_handler_until_it_succeeds(mesh: Mesh, ad
 
 async def test_listener_group_resumes_after_restart(tmp_path: Path) -> None:
     data = tmp_path / "restart"
-    first = await Mesh.start(data)
+    first = await Mesh.start(Settings(data_dir=data))
     seen: list[str] = []
 
     async def record(event: ReceivedEvent) -> None:
@@ -187,7 +188,7 @@ async def test_listener_group_resumes_after_restart(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
     await first.stop(grace=0)
     # Fired while no member of the group is running.
-    second = await Mesh.start(data)
+    second = await Mesh.start(Settings(data_dir=data))
     try:
         await second.runtime.bus.fire_now(PARTNERS, "partner_created", partner_created("while-away"), PUBLIC)
         second.runtime.bus.listen(f"{PARTNERS}.partner_created", record, listener_name="crm")

@@ -9,6 +9,7 @@ import grpc
 from brewmesh.client import MeshClient, connect
 from brewmesh.mesh import Mesh
 from brewmesh.recipes.v1 import layouts_pb2 as lpb
+from brewmesh.settings import Settings
 from tests.conftest import PartnerClient, embedded_only
 from tests.test_recipes_support import (
     CLIP,
@@ -46,7 +47,7 @@ async def test_the_standard_search_layout_is_there_from_the_first_start(anonymou
 
 async def test_the_standard_layout_is_seeded_once_across_restarts(tmp_path: Path) -> None:
     for _ in range(2):
-        running = await Mesh.start(tmp_path / "data")
+        running = await Mesh.start(Settings(data_dir=tmp_path / "data"))
         try:
             async with connect(f"127.0.0.1:{running.port}") as client:
                 listed = await client.layouts.ListLayouts(lpb.ListLayoutsRequest(kind="recipe_search"))

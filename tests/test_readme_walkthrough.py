@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import BIN, ROOT, free_port, wait_for_serving
+from tests.conftest import BIN, ROOT, free_ports, wait_for_serving
 
 BLOCKS = re.compile(r"```bash\n(.*?)```", re.DOTALL)
 EXPECTED = (
@@ -40,7 +40,7 @@ def walkthrough_script() -> str:
 
 
 def test_readme_walkthrough_runs_as_written_again_and_after_a_restart(tmp_path: Path) -> None:
-    mesh_port, machine_port = free_port(), free_port()
+    mesh_port, machine_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if k != "BREWMESH_ADMIN_KEY"}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     script = walkthrough_script().replace("50051", str(mesh_port)).replace("50061", str(machine_port))

@@ -41,8 +41,9 @@ from brewmesh.backends.redis_bus import (
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.client import connect
 from brewmesh.event_backend import EVERYTHING, GroupRef
-from brewmesh.mesh import Backends, Mesh, all_components
+from brewmesh.mesh import Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
+from brewmesh.settings import Settings
 from services.partners.component import component as partners_component
 from tests.engines import RedisServer, find_redis, fresh_redis_url, redis_server  # noqa: F401
 
@@ -224,11 +225,8 @@ async def test_a_listener_sees_the_partners_event_and_never_the_forged_one(
     passwords: dict[str, str], redis_server: RedisServer, tmp_path: Path
 ) -> None:
     address = f"{redis_server.host}:{redis_server.port}"
-    mesh = await Mesh.start(
-        tmp_path / "partners",
-        components=[partners_component()],
-        backends=Backends(bus_url=redis_acl.bus_url("partners", passwords["partners"], address)),
-    )
+    bus = redis_acl.bus_url("partners", passwords["partners"], address)
+    mesh = await Mesh.start(Settings(data_dir=tmp_path / "partners", bus=bus), [partners_component()])
     try:
         async with bus_as(redis_server, passwords, "runner", tmp_path / "runner") as listener:
             forger = redis.asyncio.Redis.from_url(redis_acl.bus_url("recipes", passwords["recipes"], address))

@@ -15,7 +15,7 @@ import pytest
 from brewmesh.client import MeshClient, connect
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
-from services.runner.component import KEEPALIVE_ENV, RESUME_ENV
+from brewmesh.settings import Option, option_of
 from tests.conftest import MeshUnderTest, PartnerClient, launch, start_machine_process, start_mesh_process
 from tests.fleet import create_recipe, names, read_to_end, read_until, register_machines, run_request
 
@@ -123,6 +123,8 @@ async def test_a_machine_that_never_answers_fails_the_run_within_the_deadline(
     assert names(events) == ["run_requested", "failed"]
 
 
+KEEPALIVE, RESUME = option_of("machine_keepalive"), option_of("machine_resume")
+KEEPALIVE_ENV, RESUME_ENV = KEEPALIVE.env, RESUME.env
 KEEPALIVE_SECONDS, RESUME_SECONDS = 1.0, 1.5
 FROZEN_BOUND = 2 * KEEPALIVE_SECONDS + RESUME_SECONDS
 """A silent connection is noticed within two keepalives; the run fails a resume window later."""
@@ -164,12 +166,13 @@ async def test_a_frozen_machine_fails_its_run_within_the_keepalive_bound(
     assert VENDING in failed.failure_reason and machine.address in failed.failure_reason
 
 
-@pytest.mark.parametrize(("variable", "value"), [(KEEPALIVE_ENV, "0.5"), (RESUME_ENV, "soon")])
+@pytest.mark.parametrize(("option", "value"), [(KEEPALIVE, "0.5"), (RESUME, "soon")])
 def test_a_bad_machine_bound_stops_the_start_with_one_line_naming_it(
-    tmp_path: Path, variable: str, value: str
+    tmp_path: Path, option: Option, value: str
 ) -> None:
-    _, process = launch(["up", "--data-dir", str(tmp_path / "data")], 0, **{variable: value})
+    _, process = launch(["up", "--data-dir", str(tmp_path / "data")], 0, **{option.env: value})
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 2
-    assert output.strip().splitlines()[-1].startswith(f"brewmesh up: ${variable}: '{value}' is not a number")
+    last = output.strip().splitlines()[-1]
+    assert last.startswith(f"brewmesh up: {option.flag} (${option.env}): ") and value in last
     assert "Traceback" not in output

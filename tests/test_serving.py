@@ -18,6 +18,7 @@ from brewmesh.client import MeshClient, connect
 from brewmesh.mesh import Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runtime import Component, Runtime
+from brewmesh.settings import Settings
 from tests.conftest import MeshProcess, embedded_only, grpcurl
 
 SERVICES = [
@@ -95,7 +96,7 @@ async def test_a_stream_ends_at_the_callers_deadline(admin: MeshClient) -> None:
 
 async def test_restart_keeps_data_and_keys(tmp_path: Path) -> None:
     data = tmp_path / "keep"
-    first = await Mesh.start(data)
+    first = await Mesh.start(Settings(data_dir=data))
     async with connect(f"127.0.0.1:{first.port}", key=first.admin_key) as admin:
         created = await admin.partners.CreatePartner(
             partners_pb2.CreatePartnerRequest(
@@ -103,7 +104,7 @@ async def test_restart_keeps_data_and_keys(tmp_path: Path) -> None:
             )
         )
     await first.stop(grace=0)
-    second = await Mesh.start(data)
+    second = await Mesh.start(Settings(data_dir=data))
     try:
         assert second.admin_key == first.admin_key and not second.admin_key_generated
         async with connect(f"127.0.0.1:{second.port}", key=created.api_key) as partner:
@@ -122,7 +123,7 @@ async def test_stop_is_prompt_while_a_machine_never_answers(tmp_path: Path) -> N
 
     black_hole = await asyncio.start_server(hold, "127.0.0.1", 0)
     port = black_hole.sockets[0].getsockname()[1]
-    mesh = await Mesh.start(tmp_path / "data")
+    mesh = await Mesh.start(Settings(data_dir=tmp_path / "data"))
     try:
         async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as admin:
             await _declare_machine(admin, f"127.0.0.1:{port}")
@@ -164,7 +165,7 @@ async def test_a_stuck_part_cannot_hold_up_a_stop(
         await asyncio.Event().wait()
 
     stuck = Component(name="stuck", apis=[], migrations=[], bindings=lambda _: [], stop=never_stops)
-    mesh = await Mesh.start(tmp_path / "data", components=[*all_components(), stuck])
+    mesh = await Mesh.start(Settings(data_dir=tmp_path / "data"), components=[*all_components(), stuck])
     await asyncio.wait_for(mesh.stop(grace=0), 10)
     assert "stopping stuck took over" in caplog.text
     assert "never_stops" in caplog.text  # the report shows where it was stuck
@@ -175,7 +176,7 @@ async def test_a_stuck_part_cannot_hold_up_a_stop(
 async def test_a_stopped_mesh_leaves_all_its_data_in_the_database_file(tmp_path: Path) -> None:
     """After a clean stop, `brewmesh.db` alone (say, a backup copy) holds every change."""
     data = tmp_path / "data"
-    mesh = await Mesh.start(data)
+    mesh = await Mesh.start(Settings(data_dir=data))
     async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as admin:
         for i in range(20):
             partner = partners_pb2.Partner(display_name=f"Co {i}")
@@ -197,7 +198,7 @@ async def test_a_failing_part_still_lets_the_stop_close_everything(
         raise RuntimeError("disk on fire")
 
     broken = Component(name="broken", apis=[], migrations=[], bindings=lambda _: [], stop=fails)
-    mesh = await Mesh.start(tmp_path / "data", components=[*all_components(), broken])
+    mesh = await Mesh.start(Settings(data_dir=tmp_path / "data"), components=[*all_components(), broken])
     await asyncio.wait_for(mesh.stop(grace=0), 10)
     assert "stopping broken failed" in caplog.text and "disk on fire" in caplog.text
     with pytest.raises(RuntimeError):  # the store was closed all the same

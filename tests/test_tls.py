@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
 from brewmesh.sdk import Machine
+from brewmesh.settings import Settings
 from brewmesh.startup import Setting, StartError
 from brewmesh.tls import Tls
 from tests.certificates import Issued, Pki
@@ -56,6 +56,12 @@ class Certificates:
     def tls(self, issued: Issued, mutual: bool = True) -> Tls:
         return Tls.load(issued.cert, issued.key, self.ca if mutual else None)
 
+    def settings(self, data_dir: Path, issued: Issued, mutual: bool = True) -> Settings:
+        """A mesh's settings serving TLS with `issued` (and mutual TLS with the CA)."""
+        return Settings(
+            data_dir=data_dir, tls_cert=issued.cert, tls_key=issued.key, tls_ca=self.ca if mutual else None
+        )
+
     def client_credentials(self, issued: Issued | None = None) -> grpc.ChannelCredentials:
         """Trusting the CA; presenting `issued` as the client certificate, if given."""
         if issued is None:
@@ -73,9 +79,8 @@ def certs(tmp_path: Path) -> Certificates:
 
 
 @asynccontextmanager
-async def started_mesh(data_dir: Path, tls: Tls) -> AsyncIterator[Mesh]:
-    os.environ.pop("BREWMESH_ADMIN_KEY", None)
-    mesh = await Mesh.start(data_dir, tls=tls)
+async def started_mesh(settings: Settings) -> AsyncIterator[Mesh]:
+    mesh = await Mesh.start(settings)
     try:
         yield mesh
     finally:
@@ -136,7 +141,7 @@ async def health(address: str, credentials: grpc.ChannelCredentials | None) -> g
 async def test_a_plaintext_client_of_a_tls_mesh_fails_with_unavailable(
     tmp_path: Path, certs: Certificates
 ) -> None:
-    async with started_mesh(tmp_path / "data", certs.tls(certs.mesh, mutual=False)) as mesh:
+    async with started_mesh(certs.settings(tmp_path / "data", certs.mesh, mutual=False)) as mesh:
         address = f"127.0.0.1:{mesh.port}"
         assert await health(address, None) == grpc.StatusCode.UNAVAILABLE
         assert await health(address, certs.client_credentials()) == grpc.StatusCode.OK
@@ -145,7 +150,7 @@ async def test_a_plaintext_client_of_a_tls_mesh_fails_with_unavailable(
 async def test_a_mutual_tls_mesh_serves_only_clients_with_a_certificate_of_its_ca(
     tmp_path: Path, certs: Certificates
 ) -> None:
-    async with started_mesh(tmp_path / "data", certs.tls(certs.mesh)) as mesh:
+    async with started_mesh(certs.settings(tmp_path / "data", certs.mesh)) as mesh:
         address = f"127.0.0.1:{mesh.port}"
         assert await health(address, certs.client_credentials()) == grpc.StatusCode.UNAVAILABLE
         assert await health(address, certs.client_credentials(certs.stranger)) == grpc.StatusCode.UNAVAILABLE
@@ -160,7 +165,7 @@ async def test_a_run_on_a_mutual_tls_mesh_reaches_a_machine_that_takes_only_mesh
     tmp_path: Path, certs: Certificates
 ) -> None:
     async with (
-        started_mesh(tmp_path / "data", certs.tls(certs.mesh)) as mesh,
+        started_mesh(certs.settings(tmp_path / "data", certs.mesh)) as mesh,
         started_machine(certs.tls(certs.machine)) as machine,
     ):
         address, credentials = f"127.0.0.1:{mesh.port}", certs.client_credentials(certs.client)
@@ -177,7 +182,7 @@ async def test_a_machine_with_a_caller_token_serves_the_runner_and_refuses_every
     tmp_path: Path, certs: Certificates
 ) -> None:
     async with (
-        started_mesh(tmp_path / "data", certs.tls(certs.mesh)) as mesh,
+        started_mesh(certs.settings(tmp_path / "data", certs.mesh)) as mesh,
         started_machine(certs.tls(certs.machine, mutual=False), caller_token=TOKEN) as machine,
     ):
         address, credentials = f"127.0.0.1:{mesh.port}", certs.client_credentials(certs.client)
@@ -206,7 +211,7 @@ async def test_a_mesh_whose_certificate_does_not_name_127_0_0_1_refuses_to_start
 ) -> None:
     elsewhere = certs.pki.issue("elsewhere", hosts=("mesh.example.com",))
     with pytest.raises(StartError) as refused:
-        await Mesh.start(tmp_path / "data", tls=certs.tls(elsewhere))
+        await Mesh.start(certs.settings(tmp_path / "data", elsewhere))
     assert refused.value.setting == Setting.TLS_CERT
     assert "IP:127.0.0.1" in refused.value.problem
 

@@ -26,6 +26,7 @@ from brewmesh.sdk.runs import RunStore
 from brewmesh.sdk.servicer import SERVICE_NAME, ProgramRunnerServicer
 from brewmesh.server import DEFAULT_GRACE_SECONDS, Server, ServiceBinding, Shutdown
 from brewmesh.tls import Tls
+from brewmesh.tracing import NO_TRACING, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,17 @@ class Machine:
         return self.server.port
 
     async def start(
-        self, address: str = "127.0.0.1:0", tls: Tls | None = None, insecure: bool = False
+        self,
+        address: str = "127.0.0.1:0",
+        tls: Tls | None = None,
+        insecure: bool = False,
+        tracing: Tracing = NO_TRACING,
     ) -> int:
         """Serve on `address` (port 0: any free port); returns the port.
 
         With `tls`, serve TLS (with its CA: only to clients presenting a certificate the CA
         signed, e.g. the mesh's runner). Plaintext beyond loopback only if `insecure`.
+        With `tracing`, each call is a span in the trace of the runner's call.
         """
         if self._server is not None:
             raise RuntimeError("the machine is already started")
@@ -103,7 +109,7 @@ class Machine:
             SERVICE_NAME,
             lambda server: program_runner_pb2_grpc.add_ProgramRunnerServicer_to_server(servicer, server),
         )
-        checks = [self._caller_check] if self._caller_check else []
+        checks = [*tracing.server_interceptors(), *([self._caller_check] if self._caller_check else [])]
         server = Server(
             [binding],
             address,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import functools
 
 from brewmesh.auth import KeyGrant, KeyLookup, Principal, hash_key
 from brewmesh.partners.v1 import partners_pb2_grpc
@@ -15,9 +15,6 @@ from services.partners.fleet_rpcs import API, status_changed_event
 from services.partners.health_checks import HealthChecker
 from services.partners.machines import CoffeeMachine, ServingStatus
 from services.partners.servicer import PartnerServicer
-
-HEALTH_INTERVAL_ENV = "BREWMESH_HEALTH_INTERVAL"
-DEFAULT_HEALTH_INTERVAL = 5.0
 
 
 def key_lookup(store: Store) -> KeyLookup:
@@ -42,8 +39,10 @@ class Partners:
             rt.bus.fire(
                 tx, API, "machine_status_changed", status_changed_event(machine, status), machine.namespace
             )
+            up = rt.metrics.machine_up.labels(f"{machine.namespace}/{machine.machine_id}")
+            tx.after_commit(functools.partial(up.set, int(status == ServingStatus.SERVING)))
 
-        interval = float(os.environ.get(HEALTH_INTERVAL_ENV, DEFAULT_HEALTH_INTERVAL))
+        interval = rt.settings.health_interval_seconds
         self.checker = HealthChecker(rt.store, on_change, interval, machine_credentials(rt.tls))
         self.checker.start()
 

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import functools
-import math
-import os
 
 from google.protobuf.message import Message
 
-from brewmesh.keepalive import MIN_PING_SECONDS
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
-from brewmesh.startup import Setting, StartError
 from brewmesh.tls import machine_credentials
 from services.runner import resolution, run_store
 from services.runner.follower import Follower
-from services.runner.machine_link import DEFAULT_KEEPALIVE_SECONDS, MachineLink
+from services.runner.machine_link import MachineLink
 from services.runner.recorder import API, RunRecorder, key_of
 from services.runner.resolution import Resolver
 from services.runner.run_feed import RunFeed
 from services.runner.servicer import ProgramRunnerServicer
-
-RESUME_ENV = "BREWMESH_MACHINE_RESUME_SECONDS"
-DEFAULT_RESUME_SECONDS = 15.0
-KEEPALIVE_ENV = "BREWMESH_MACHINE_KEEPALIVE_SECONDS"
-"""A machine that stops answering is noticed within twice this; its runs then fail after the
-resume window (by default within 2 x 2.5 + 15 = 20 s)."""
 
 
 class Runner:
@@ -41,16 +31,20 @@ class Runner:
         self.feed: RunFeed | None = None
 
     async def start(self, rt: Runtime) -> None:
-        keepalive = _seconds(
-            KEEPALIVE_ENV, DEFAULT_KEEPALIVE_SECONDS, MIN_PING_SECONDS, Setting.MACHINE_KEEPALIVE
+        # A machine that stops answering is noticed within twice the keepalive; its runs then
+        # fail after the resume window (by default within 2 x 2.5 + 15 = 20 s).
+        settings = rt.settings
+        self.link = MachineLink(
+            machine_credentials(rt.tls), settings.machine_keepalive, rt.client_interceptors()
         )
-        self.link = MachineLink(machine_credentials(rt.tls), keepalive)
         self.feed = feed = RunFeed(rt.store, rt.shutdown.event)
-        recorder = RunRecorder(rt.store, rt.bus, feed)
-        resume = _seconds(RESUME_ENV, DEFAULT_RESUME_SECONDS, 0.0, Setting.MACHINE_RESUME)
-        self.follower = Follower(rt.store, self.link, recorder, resume)
+        recorder = RunRecorder(rt.store, rt.bus, feed, rt.metrics)
+        self.follower = Follower(rt.store, self.link, recorder, settings.machine_resume)
         self.resolver = resolver = Resolver(
-            rt.address_of, remember=not rt.bus.backend.crosses_processes, credentials_for=rt.credentials_for
+            rt.address_of,
+            remember=not rt.bus.backend.crosses_processes,
+            credentials_for=rt.credentials_for,
+            interceptors=rt.client_interceptors(),
         )
         for change in resolution.CHANGES:
             rt.bus.observe(change, resolver.on_change)
@@ -77,20 +71,6 @@ class Runner:
                 API, lambda s: program_runner_pb2_grpc.add_ProgramRunnerServicer_to_server(servicer, s)
             )
         ]
-
-
-def _seconds(variable: str, default: float, least: float, setting: Setting) -> float:
-    """A number of seconds from the environment, at least `least`; a bad one stops the start."""
-    text = os.environ.get(variable)
-    if text is None:
-        return default
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= least):
-        raise StartError(setting, f"{text!r} is not a number of seconds of at least {least:g}")
-    return seconds
 
 
 def _publish(feed: RunFeed, recorded: Message) -> None:

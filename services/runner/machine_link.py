@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -14,21 +14,23 @@ from brewmesh.runner.v1 import program_runner_pb2_grpc
 from services.runner.program_runs import MachineTarget, ProgramRun
 from services.runner.run_protos import program_proto, to_struct
 
-DEFAULT_KEEPALIVE_SECONDS = 2.5
-"""With the default resume window (15 s), a frozen machine's runs fail within 20 s."""
-
 
 class MachineLink:
     """One channel per machine endpoint, reused by every run on it."""
 
     def __init__(
-        self, tls: grpc.ChannelCredentials | None = None, keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+        self,
+        tls: grpc.ChannelCredentials | None = None,
+        keepalive_seconds: float = keepalive.MACHINE_SECONDS,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         """`tls`: the credentials for machines declared with TLS (default: the system's roots).
         `keepalive_seconds`: ping a quiet connection after this long, and drop it when the ping
-        is not answered within as long again, so a frozen machine is noticed."""
+        is not answered within as long again, so a frozen machine is noticed. `interceptors`:
+        for every call to a machine (metrics, traces)."""
         self._tls = tls
         self._keepalive = keepalive.client_options(keepalive_seconds)
+        self._interceptors = list(interceptors)
         self._channels: dict[tuple[str, bool, str], grpc.aio.Channel] = {}
 
     def _stub(self, target: MachineTarget) -> Any:
@@ -42,6 +44,7 @@ class MachineLink:
                 tls=target.tls,
                 credentials=credentials,
                 keepalive=self._keepalive,
+                interceptors=self._interceptors,
             )
         return program_runner_pb2_grpc.ProgramRunnerStub(self._channels[key])
 

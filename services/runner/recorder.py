@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from brewmesh.events import Bus
+from brewmesh.metrics import Metrics
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.storage import Store, Tx
 from services.runner import run_store
@@ -25,10 +26,11 @@ Recorded = tuple[ProgramRun, RunEvent]
 
 
 class RunRecorder:
-    def __init__(self, store: Store, bus: Bus, feed: RunFeed) -> None:
+    def __init__(self, store: Store, bus: Bus, feed: RunFeed, metrics: Metrics | None = None) -> None:
         self.store = store
         self.bus = bus
         self.feed = feed
+        self.metrics = metrics or bus.metrics
 
     def stage(
         self,
@@ -51,6 +53,8 @@ class RunRecorder:
         payload = pb.ProgramEventRecorded(event=proto, machine=run.request.machine, recipe=run.request.recipe)
         self.bus.fire(tx, API, "program_event", payload, run.request.namespace)  # private to the partner
         tx.after_commit(lambda: self.feed.published(key, proto))
+        if run.state.terminal:
+            tx.after_commit(self.metrics.runs_ended.labels(run.state.name).inc)
         return recorded
 
     async def record(

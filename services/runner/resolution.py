@@ -9,7 +9,7 @@ at once; one made by another process within the bus poll interval.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -48,8 +48,11 @@ class Resolver:
         address_of: Callable[[str], str],
         remember: bool = True,
         credentials_for: Callable[[str], grpc.ChannelCredentials | None] = lambda service: None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
-        """`credentials_for`: how to call each service (TLS credentials; None: plaintext)."""
+        """`credentials_for`: how to call each service (TLS credentials; None: plaintext);
+        `interceptors`: for every call (metrics, traces)."""
+        self._interceptors = list(interceptors)
         self._address_of = address_of
         self._remember = remember
         self._credentials_for = credentials_for
@@ -70,7 +73,9 @@ class Resolver:
     def _client(self, service: str) -> MeshClient:
         address = self._address_of(service)
         if address not in self._clients:
-            self._clients[address] = connect(address, credentials=self._credentials_for(service))
+            self._clients[address] = connect(
+                address, credentials=self._credentials_for(service), interceptors=self._interceptors
+            )
         return self._clients[address]
 
     async def machine(self, name: str, timeout: float, caller_key: str | None) -> MachineTarget:

@@ -91,6 +91,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         def create(tx: Tx) -> ProgramRun:
             run_store.insert_run(tx, run)
             tx.after_commit(lambda: self.feed.created(asked.key))
+            tx.after_commit(self.rt.metrics.runs_started.inc)
             attributes = {"machine": asked.machine, "recipe": asked.recipe, "volume_ml": volume}
             recorded = self.recorder.stage(tx, asked.key, "run_requested", Origin.RUNNER, attributes)
             assert recorded is not None

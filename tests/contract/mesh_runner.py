@@ -20,6 +20,7 @@ from brewmesh.machines import REFERENCE_MACHINES
 from brewmesh.mesh import Mesh
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.sdk import Machine
+from brewmesh.settings import Settings
 from tests.conftest import create_partner
 from tests.contract.targets import HOLD_BREW_SECONDS, RunnerTarget, nothing_to_do, request_takeout
 from tests.fleet import create_recipe, register_machines
@@ -41,7 +42,7 @@ class MeshFleet:
 @pytest.fixture(scope="session")
 async def mesh_fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MeshFleet]:
     data_dir: Path = tmp_path_factory.mktemp("contract-mesh")
-    mesh = await Mesh.start(data_dir)
+    mesh = await Mesh.start(Settings(data_dir=data_dir))
     machines: list[Machine] = []
     try:
         async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as admin:
