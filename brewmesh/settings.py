@@ -143,7 +143,10 @@ class Settings:
     metrics_port: int | None = field(
         default=None,
         metadata=_option(
-            "BREWMESH_METRICS_PORT", "serve Prometheus metrics at http://HOST:PORT/metrics", metavar="PORT"
+            "BREWMESH_METRICS_PORT",
+            "serve Prometheus metrics at http://HOST:PORT/metrics",
+            SERVER_COMMANDS,
+            metavar="PORT",
         ),
     )
     log_level: str = field(

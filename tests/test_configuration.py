@@ -58,7 +58,7 @@ def test_secrets_are_masked_and_urls_lose_their_password() -> None:
     text = json.dumps(effective)
     assert effective["admin_key"] == settings.MASK
     assert "hunter2" not in text and "very-secret" not in text
-    assert effective["store"] == "postgresql://app@db:5432/brewmesh"
+    assert effective["store"] == "postgresql://app:***@db:5432/brewmesh"
 
 
 @pytest.mark.parametrize(

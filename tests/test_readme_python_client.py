@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, PartnerClient, embedded_only, start_machine_process
+from tests.conftest import ROOT, MeshUnderTest, PartnerClient, embedded_only, start_machine_process
 from tests.fleet import create_recipe, register_machines, run_request
 
 NS = "my-coffee-company"
 
 
-def readme_example() -> Callable[[str], Coroutine[Any, Any, None]]:
+def readme_example(address: str) -> Callable[[str], Coroutine[Any, Any, None]]:
     section = (ROOT / "README.md").read_text().split("## Calling it from Python", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code, "the section has a python block"
-    source = code.group(1).replace('asyncio.run(main("bmk_..."))', "")
+    source = code.group(1).replace('asyncio.run(main("bmk_..."))', "").replace("127.0.0.1:50051", address)
     namespace: dict[str, Any] = {}
     exec(compile(source, "README.md", "exec"), namespace)
     main: Callable[[str], Coroutine[Any, Any, None]] = namespace["main"]
@@ -27,16 +27,16 @@ def readme_example() -> Callable[[str], Coroutine[Any, Any, None]]:
 
 @embedded_only
 async def test_the_python_client_example_runs(
-    partner: PartnerClient, capsys: pytest.CaptureFixture[str]
+    mesh: MeshUnderTest, partner: PartnerClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    machine = start_machine_process("vending", brew_seconds=0.2)
+    machine = start_machine_process("cafe", brew_seconds=0.2)
     try:
-        await register_machines(partner.client, NS, {"vending-1": ("vending", machine.address, ())})
+        await register_machines(partner.client, NS, {"cafe-1": ("cafe", machine.address, ())})
         recipe = await create_recipe(partner.client, NS, "lungo-customato")
         await partner.client.runner.Run(
-            run_request("order-1", f"partners/{NS}/coffeeMachines/vending-1", recipe)
+            run_request("order-1", f"partners/{NS}/coffeeMachines/cafe-1", recipe)
         )
-        await readme_example()(partner.key)
+        await readme_example(f"127.0.0.1:{mesh.port}")(partner.key)
     finally:
         machine.stop()
     printed = capsys.readouterr().out.splitlines()

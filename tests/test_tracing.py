@@ -3,7 +3,7 @@ recipes, to the machine's Run, and into the events the run fires.
 
 Partners, recipes and runner are meshes of their own (in this process, so the
 SDK's in-memory exporter sees every span; each on its own port, with a store
-of its own, events on Redis) and a vending machine built on the SDK; every
+of its own, events on Redis) and a café machine built on the SDK; every
 one traces into the same exporter, as each would export to one collector.
 """
 
@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.client import connect
-from brewmesh.machines import vending
+from brewmesh.machines import cafe
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
@@ -35,7 +35,7 @@ from services.runner.component import component as runner_component
 from tests.fleet import create_recipe, read_until, register_machines, run_request
 
 NS = "traced-coffee"
-MACHINE = f"partners/{NS}/coffeeMachines/vending-1"
+MACHINE = f"partners/{NS}/coffeeMachines/cafe-1"
 RUNNER_API = "brewmesh.runner.v1.ProgramRunner"
 
 
@@ -66,7 +66,7 @@ async def traced_mesh(
         at["recipes"] = f"127.0.0.1:{recipes.port}"
         runner = await start("runner", runner_component, **at)
         at["runner"] = f"127.0.0.1:{runner.port}"
-        machine = vending.build(0.2)
+        machine = cafe.build(0.2)
         await machine.start(tracing=traced)
         stack.push_async_callback(machine.stop, 0)
         at["machine"] = f"127.0.0.1:{machine.port}"
@@ -92,7 +92,7 @@ async def test_a_run_is_one_trace_across_the_runner_its_lookups_and_the_machine(
         connect(at["recipes"], key) as recipes,
         connect(at["runner"], key, interceptors=interceptors) as runner,
     ):
-        await register_machines(partners, NS, {"vending-1": ("vending", at["machine"], ())})
+        await register_machines(partners, NS, {"cafe-1": ("cafe", at["machine"], ())})
         recipe = await create_recipe(recipes, NS, "lungo")
         events = runner.bus.Subscribe(bus_pb.SubscribeRequest(api=RUNNER_API, event_types=["program_event"]))
         with traced.tracer("a partner's till").start_as_current_span("order 42") as order:
