@@ -69,6 +69,9 @@ class StreamingRunner(program_runner_pb2_grpc.ProgramRunnerServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server only replays one run's events")
         raise AssertionError("abort raises")
 
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Any) -> pb.ListRunsResponse:  # noqa: N802
+        raise NotImplementedError("the benchmark machine lists no runs")
+
     async def GetRun(self, request: pb.GetRunRequest, context: Any) -> pb.ProgramRun:  # noqa: N802
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server only replays one run's events")
         raise AssertionError("abort raises")

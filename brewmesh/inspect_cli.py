@@ -51,7 +51,15 @@ def add_commands(commands: Any) -> None:
     lag.set_defaults(call=_lag)
 
     runs = commands.add_parser("runs", help="see program runs (yours; every run with the admin key)")
-    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="{get,watch}")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="{list,get,watch}")
+    listed = runs_commands.add_parser("list", help="list runs (yours; every run with the admin key)")
+    _connection_options(listed)
+    listed.add_argument(
+        "--machine", default="", help="only runs on this machine (partners/P/coffeeMachines/M)"
+    )
+    listed.add_argument("--state", choices=STATES, help="only runs in this state")
+    listed.add_argument("--json", action="store_true", help="one JSON object per run")
+    listed.set_defaults(call=_list_runs)
     get = runs_commands.add_parser("get", help="print one run")
     _connection_options(get)
     get.add_argument("run", help="the run's name, programRuns/<id> (or just the id)")
@@ -217,6 +225,39 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
 
 
 # -- runs ------------------------------------------------------------------------------------
+
+
+STATES = [name.removeprefix("STATE_").lower() for name in runner_pb.ProgramRun.State.keys()[1:]]
+
+
+async def _list_runs(client: MeshClient, args: argparse.Namespace) -> None:
+    state = runner_pb.ProgramRun.State.Value(f"STATE_{(args.state or 'unspecified').upper()}")
+    runs: list[runner_pb.ProgramRun] = []
+    token = ""
+    while True:
+        request = runner_pb.ListRunsRequest(machine=args.machine, state=state, page_token=token)
+        page = await client.runner.ListRuns(request)
+        runs += page.program_runs
+        token = page.next_page_token
+        if not token:
+            break
+    if args.json:
+        for run in runs:
+            print(json.dumps(json_format.MessageToDict(run)))
+        return
+    _print_table(
+        ["NAME", "MACHINE", "RECIPE", "STATE", "UPDATED"],
+        [
+            [
+                run.name,
+                run.machine,
+                run.recipe,
+                runner_pb.ProgramRun.State.Name(run.state).removeprefix("STATE_").lower(),
+                run.update_time.ToDatetime().isoformat(timespec="seconds") + "Z",
+            ]
+            for run in runs
+        ],
+    )
 
 
 def _run_name(text: str) -> str:

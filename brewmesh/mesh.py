@@ -49,9 +49,9 @@ TOKEN_SECRET_FILE = "page-token.secret"
 
 def all_components() -> list[Component]:
     """A fresh instance of every component, partners first (they hold the keys)."""
-    from services.partners.component import component as partners
-    from services.recipes.component import component as recipes
-    from services.runner.component import component as runner
+    from brewmesh.services.partners.component import component as partners
+    from brewmesh.services.recipes.component import component as recipes
+    from brewmesh.services.runner.component import component as runner
 
     return [partners(), recipes(), runner()]
 

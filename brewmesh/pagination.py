@@ -79,6 +79,11 @@ class Page:
         return shown, tokens.encode(key(shown[-1]), self.query) if more and shown else ""
 
 
+def paging_query(method: str, **filters: str) -> str:
+    """What a page token is bound to: the method and every filter of the request."""
+    return json.dumps([method, filters], sort_keys=True)
+
+
 def check_page(v: Violations, tokens: PageTokens, page_size: int, page_token: str, query: str) -> Page:
     """The page a List request asks for; `query` binds the token to the request's other fields."""
     size = check_page_size(v, page_size)

@@ -10,9 +10,10 @@ a hostile Struct costs at most `MAX_VALUES` steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from brewmesh.errors import Violations, quote
 
@@ -95,3 +96,16 @@ def _path(where: Where) -> str:
     """Where a value is, e.g. 'steps[2].temperature' (each key cut short)."""
     text = "".join(f"[{step}]" if isinstance(step, int) else f".{step[:MAX_KEY_SHOWN]}" for step in where)
     return quote(text.lstrip("."))
+
+
+def to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    """JSON-like values as a Struct; ValueError/TypeError for anything else."""
+    struct = struct_pb2.Struct()
+    struct.update(dict(values))
+    return struct
+
+
+def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain values (numbers as floats, as JSON has them)."""
+    plain: dict[str, Any] = json_format.MessageToDict(struct)
+    return plain

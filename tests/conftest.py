@@ -199,7 +199,9 @@ def launch(args: list[str], port: int = 0, **env_vars: str) -> tuple[int, subpro
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env_vars},
+        # Warnings and up only, unless asked: nothing reads the pipe while the process serves,
+        # and an access-log line per call would fill it and stall the server.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "BREWMESH_LOG_LEVEL": "WARNING", **env_vars},
         cwd=ROOT,
     )
     return port, process

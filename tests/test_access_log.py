@@ -43,7 +43,9 @@ async def test_a_refused_key_is_logged_without_the_key(
 
 
 def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
-    port, process = launch(["up", "--data-dir", str(tmp_path), "--log-format", "json"], 0)
+    port, process = launch(
+        ["up", "--data-dir", str(tmp_path), "--log-format", "json"], 0, BREWMESH_LOG_LEVEL="INFO"
+    )
     try:
         wait_for_serving(f"127.0.0.1:{port}", process)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

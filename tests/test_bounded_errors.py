@@ -17,10 +17,10 @@ from brewmesh.errors import MAX_MESSAGE_BYTES, MAX_VIOLATIONS, InvalidArgument, 
 from brewmesh.recipes.v1 import layouts_pb2 as lpb
 from brewmesh.recipes.v1 import recipes_pb2 as rpb
 from brewmesh.server import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES_RECEIVED
-from services.recipes import builder, convert
-from services.recipes.builder import MAX_FORMATTERS, MAX_L10N, MAX_LAYOUTS
-from services.recipes.l10n import MAX_VALUES
-from services.recipes.layouts import MAX_PROPERTIES
+from brewmesh.services.recipes import builder, convert
+from brewmesh.services.recipes.builder import MAX_FORMATTERS, MAX_L10N, MAX_LAYOUTS
+from brewmesh.services.recipes.l10n import MAX_VALUES
+from brewmesh.services.recipes.layouts import MAX_PROPERTIES
 from tests.conftest import PartnerClient
 from tests.hostile_requests import TRAILER_LIMIT, trailer_bytes
 from tests.test_recipes_support import create_recipe, fails, l10n

@@ -18,8 +18,8 @@ import pytest
 from brewmesh.backends import open_store
 from brewmesh.errors import AlreadyExists
 from brewmesh.recipes.v1 import recipes_pb2 as rpb
+from brewmesh.services.partners import partners
 from brewmesh.storage import Conflict, Migration, Store, Tx
-from services.partners import partners
 from tests.conftest import PartnerClient
 
 RACERS = 16

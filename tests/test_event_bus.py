@@ -17,8 +17,8 @@ from brewmesh.event_backend import PUBLIC
 from brewmesh.events import ReceivedEvent
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2
+from brewmesh.services.partners.component import component as partners_component
 from brewmesh.settings import Settings
-from services.partners.component import component as partners_component
 from tests.conftest import create_partner, embedded_only
 from tests.test_recipes_support import logged_events
 

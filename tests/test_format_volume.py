@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from brewmesh.client import MeshClient
 from brewmesh.mesh import Mesh
 from brewmesh.recipes.v1 import formatters_pb2 as fpb
-from services.recipes.formatters import FormatterSpec, Operation, Transform, format_volume
-from services.recipes.locales import Locale
+from brewmesh.services.recipes.formatters import FormatterSpec, Operation, Transform, format_volume
+from brewmesh.services.recipes.locales import Locale
 from tests.conftest import PartnerClient, embedded_only
 from tests.test_recipes_support import FORMATTERS_API, event_types, fails, formatter, invalid, put_formatter
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.recipes.layouts import FieldView, LayoutProperty, LayoutSpec, Overflow
-from services.recipes.rendering import ELLIPSIS, ViolationKind, check, render, render_fields
+from brewmesh.services.recipes.layouts import FieldView, LayoutProperty, LayoutSpec, Overflow
+from brewmesh.services.recipes.rendering import ELLIPSIS, ViolationKind, check, render, render_fields
 
 texts = st.text(max_size=300)
 limits = st.integers(min_value=1, max_value=200)

@@ -43,8 +43,8 @@ from brewmesh.client import connect
 from brewmesh.event_backend import EVERYTHING, GroupRef
 from brewmesh.mesh import Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
+from brewmesh.services.partners.component import component as partners_component
 from brewmesh.settings import Settings
-from services.partners.component import component as partners_component
 from tests.engines import RedisServer, find_redis, fresh_redis_url, redis_server  # noqa: F401
 
 SERVICES = redis_acl.apis_by_service(all_components())

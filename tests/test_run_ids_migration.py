@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from brewmesh.backends import open_store
+from brewmesh.services.runner import run_store
+from brewmesh.services.runner.program_runs import RunKey, State
 from brewmesh.storage import Store, Tx
-from services.runner import run_store
-from services.runner.program_runs import RunKey, State
 
 BEFORE = [m for m in run_store.MIGRATIONS if m.version <= 2]
 """The runner's schema while run ids were unique across the mesh."""

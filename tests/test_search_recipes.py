@@ -11,11 +11,11 @@ from brewmesh.client import MeshClient
 from brewmesh.mesh import Mesh
 from brewmesh.recipes.v1 import layouts_pb2 as lpb
 from brewmesh.recipes.v1 import recipes_pb2 as rpb
+from brewmesh.services.recipes import search as search_domain
+from brewmesh.services.recipes.formatters import FormatterSpec, VolumeFormatter
+from brewmesh.services.recipes.locales import Locale
+from brewmesh.services.recipes.recipes import id_from_key
 from brewmesh.storage import Params, Row, Tx
-from services.recipes import search as search_domain
-from services.recipes.formatters import FormatterSpec, VolumeFormatter
-from services.recipes.locales import Locale
-from services.recipes.recipes import id_from_key
 from tests.conftest import PartnerClient, embedded_only
 from tests.test_recipes_support import (
     CLIP,

@@ -27,11 +27,11 @@ from brewmesh.machines import cafe
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
+from brewmesh.services.partners.component import component as partners_component
+from brewmesh.services.recipes.component import component as recipes_component
+from brewmesh.services.runner.component import component as runner_component
 from brewmesh.settings import Settings
 from brewmesh.tracing import Tracing
-from services.partners.component import component as partners_component
-from services.recipes.component import component as recipes_component
-from services.runner.component import component as runner_component
 from tests.fleet import create_recipe, read_until, register_machines, run_request
 
 NS = "traced-coffee"

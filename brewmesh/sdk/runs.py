@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
+from brewmesh.run_rules import LIFECYCLE, RUN_NAME_PREFIX
 from brewmesh.runner.v1 import program_runner_pb2 as pb
+from brewmesh.struct_values import from_struct, to_struct
 
 if TYPE_CHECKING:
     from brewmesh.sdk.execution import Execution
@@ -33,32 +35,14 @@ FAILED = pb.ProgramRun.STATE_FAILED
 CALLER = pb.ORIGIN_CALLER
 MACHINE = pb.ORIGIN_MACHINE
 
-# The event names the proto gives a meaning: they change the run's state.
-LIFECYCLE: dict[str, State] = {
-    "started": RUNNING,
-    "finished": FINISHED,
-    "canceled": CANCELED,
-    "failed": FAILED,
-}
 TERMINAL = frozenset({FINISHED, CANCELED, FAILED})
 CONTEXT_SET = "context_set"
-RUN_PREFIX = "programRuns/"
+RUN_PREFIX = RUN_NAME_PREFIX
 DEFAULT_FAILURE_REASON = "the program failed without giving a reason"
 
 
 class RunEnded(RuntimeError):
     """A program emitted or set something on a run that has already ended."""
-
-
-def to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
-    """JSON-like values as a Struct; ValueError/TypeError for anything else."""
-    struct = struct_pb2.Struct()
-    struct.update(dict(values))
-    return struct
-
-
-def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
 
 
 def state_name(state: State) -> str:

@@ -18,23 +18,21 @@ import grpc
 
 from brewmesh import names
 from brewmesh.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable, Violations
+from brewmesh.run_rules import LIFECYCLE, MAX_VOLUME_ML, RUN_ID_RE, RUN_ID_RULE
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.sdk.execution import SHUTDOWN_REASON, Execution
 from brewmesh.sdk.handlers import Handlers, Registration
 from brewmesh.sdk.program import SDK_EVENTS, ContextEvent, Program, ProgramContext
-from brewmesh.sdk.runs import CALLER, LIFECYCLE, RUN_PREFIX, RunRecord, RunStore, from_struct, state_name
+from brewmesh.sdk.runs import CALLER, RUN_PREFIX, RunRecord, RunStore, state_name
 from brewmesh.server import Shutdown
-from brewmesh.struct_values import check_struct
+from brewmesh.struct_values import check_struct, from_struct
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProgramRunner"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
-RUN_ID_RE = re.compile(r"[a-z0-9_-]{1,63}")
-RUN_ID_RULE = "1 to 63 lowercase letters, digits, '-' or '_'"
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 MACHINE_RE = re.compile(r"partners/[a-z][a-z0-9-]{1,62}/coffeeMachines/[a-z0-9_-]{1,63}")
-MAX_VOLUME_ML = 5000
 CALLER_RESERVED = frozenset({*LIFECYCLE, *SDK_EVENTS})
 
 
@@ -58,6 +56,10 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         # registers first are in place for a Signal sent right after Run.
         await asyncio.sleep(0)
         return run.to_proto()
+
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:  # noqa: N802
+        """A machine need not list its runs (UNIMPLEMENTED): the mesh's runner lists every run."""
+        raise NotImplementedError("a machine does not list its runs: ask the mesh's ProgramRunner.ListRuns")
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
         return self._find("name", request.name).to_proto()

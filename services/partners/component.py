@@ -8,13 +8,13 @@ from brewmesh.auth import KeyGrant, KeyLookup, Principal, hash_key
 from brewmesh.partners.v1 import partners_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
+from brewmesh.services.partners import machines, partners
+from brewmesh.services.partners.fleet_rpcs import API, status_changed_event
+from brewmesh.services.partners.health_checks import HealthChecker
+from brewmesh.services.partners.machines import CoffeeMachine, ServingStatus
+from brewmesh.services.partners.servicer import PartnerServicer
 from brewmesh.storage import Store, Tx
 from brewmesh.tls import machine_credentials
-from services.partners import machines, partners
-from services.partners.fleet_rpcs import API, status_changed_event
-from services.partners.health_checks import HealthChecker
-from services.partners.machines import CoffeeMachine, ServingStatus
-from services.partners.servicer import PartnerServicer
 
 
 def key_lookup(store: Store) -> KeyLookup:

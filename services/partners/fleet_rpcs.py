@@ -13,9 +13,9 @@ from brewmesh.errors import Violations
 from brewmesh.pagination import check_page
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runtime import Runtime
+from brewmesh.services.partners import machines, partners
+from brewmesh.services.partners.machines import CoffeeMachine, MachineSpec
 from brewmesh.storage import Tx
-from services.partners import machines, partners
-from services.partners.machines import CoffeeMachine, MachineSpec
 
 API = partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name
 Context: TypeAlias = grpc.aio.ServicerContext

@@ -14,8 +14,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brewmesh.client import channel
+from brewmesh.services.partners.machines import CoffeeMachine, ServingStatus, all_machines, record_status
 from brewmesh.storage import Store, Tx
-from services.partners.machines import CoffeeMachine, ServingStatus, all_machines, record_status
 
 log = logging.getLogger(__name__)
 

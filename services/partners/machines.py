@@ -13,8 +13,8 @@ from brewmesh import caller_tokens
 from brewmesh.counts import check_count
 from brewmesh.errors import NotFound, Violations, quote
 from brewmesh.names import ID_COMPONENT_RE, ID_COMPONENT_RULE, check_snake
+from brewmesh.services.partners.partners import get_partner, parse_partner_name
 from brewmesh.storage import Migration, Row, Tx
-from services.partners.partners import get_partner, parse_partner_name
 
 MIGRATIONS = (
     Migration(

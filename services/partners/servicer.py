@@ -13,10 +13,10 @@ from brewmesh.event_backend import PUBLIC
 from brewmesh.pagination import check_page
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.runtime import Runtime
+from brewmesh.services.partners import partners
+from brewmesh.services.partners.fleet_rpcs import API, Context, FleetRpcs
+from brewmesh.services.partners.partners import Partner
 from brewmesh.storage import Tx
-from services.partners import partners
-from services.partners.fleet_rpcs import API, Context, FleetRpcs
-from services.partners.partners import Partner
 
 
 def partner_proto(partner: Partner) -> partners_pb2.Partner:

@@ -17,14 +17,14 @@ from brewmesh.auth import Principal, check_namespace_access
 from brewmesh.counts import check_count
 from brewmesh.errors import Violations
 from brewmesh.names import CompositeId
+from brewmesh.services.recipes import formatters, l10n, layouts, recipes
+from brewmesh.services.recipes.changes import Announcer
+from brewmesh.services.recipes.formatters import FormatterInput, FormatterSpec, VolumeFormatter
+from brewmesh.services.recipes.l10n import L10n, L10nInput, Values
+from brewmesh.services.recipes.layouts import Layout, LayoutSpec, NewLayout
+from brewmesh.services.recipes.locales import Locale
+from brewmesh.services.recipes.recipes import NewRecipe, Properties, Recipe
 from brewmesh.storage import Tx
-from services.recipes import formatters, l10n, layouts, recipes
-from services.recipes.changes import Announcer
-from services.recipes.formatters import FormatterInput, FormatterSpec, VolumeFormatter
-from services.recipes.l10n import L10n, L10nInput, Values
-from services.recipes.layouts import Layout, LayoutSpec, NewLayout
-from services.recipes.locales import Locale
-from services.recipes.recipes import NewRecipe, Properties, Recipe
 
 MAX_L10N = 50
 """Locales (a language, or a language in a country) one build puts values for."""

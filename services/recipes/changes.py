@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Protocol
 from brewmesh.storage import Tx
 
 if TYPE_CHECKING:
-    from services.recipes.formatters import VolumeFormatter
-    from services.recipes.l10n import L10n
-    from services.recipes.layouts import Layout
-    from services.recipes.recipes import Recipe
+    from brewmesh.services.recipes.formatters import VolumeFormatter
+    from brewmesh.services.recipes.l10n import L10n
+    from brewmesh.services.recipes.layouts import Layout
+    from brewmesh.services.recipes.recipes import Recipe
 
 
 class Announcer(Protocol):

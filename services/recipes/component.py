@@ -11,14 +11,14 @@ from __future__ import annotations
 from brewmesh.recipes.v1 import formatters_pb2_grpc, layouts_pb2_grpc, recipes_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
-from services.recipes import layouts
-from services.recipes.formatter_cache import FormatterCache
-from services.recipes.formatter_service import FormatterServicer
-from services.recipes.layout_service import LayoutServicer
-from services.recipes.publish import APIS, FORMATTER_API, LAYOUT_API, RECIPE_API, BusAnnouncer
-from services.recipes.recipe_cache import RecipeCache
-from services.recipes.recipe_service import RecipeServicer
-from services.recipes.schema import MIGRATIONS
+from brewmesh.services.recipes import layouts
+from brewmesh.services.recipes.formatter_cache import FormatterCache
+from brewmesh.services.recipes.formatter_service import FormatterServicer
+from brewmesh.services.recipes.layout_service import LayoutServicer
+from brewmesh.services.recipes.publish import APIS, FORMATTER_API, LAYOUT_API, RECIPE_API, BusAnnouncer
+from brewmesh.services.recipes.recipe_cache import RecipeCache
+from brewmesh.services.recipes.recipe_service import RecipeServicer
+from brewmesh.services.recipes.schema import MIGRATIONS
 
 FORMATTER_EVENTS = ("volume_formatter_put", "volume_formatter_deleted")
 RECIPE_CHANGES = ("recipe_updated", "recipe_deleted")

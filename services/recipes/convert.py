@@ -17,11 +17,10 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from brewmesh.counts import capped, capped_map
 from brewmesh.errors import Violations
 from brewmesh.recipes.v1 import formatters_pb2, layouts_pb2, recipes_pb2
-from brewmesh.struct_values import check_struct
-from services.recipes.builder import MAX_FORMATTERS, MAX_L10N, MAX_LAYOUTS, BuildInput, Built
-from services.recipes.formatters import FormatterInput, Operation, Transform, VolumeFormatter
-from services.recipes.l10n import MAX_VALUES, L10n, L10nInput
-from services.recipes.layouts import (
+from brewmesh.services.recipes.builder import MAX_FORMATTERS, MAX_L10N, MAX_LAYOUTS, BuildInput, Built
+from brewmesh.services.recipes.formatters import FormatterInput, Operation, Transform, VolumeFormatter
+from brewmesh.services.recipes.l10n import MAX_VALUES, L10n, L10nInput
+from brewmesh.services.recipes.layouts import (
     MAX_PROPERTIES,
     FieldView,
     Layout,
@@ -30,7 +29,7 @@ from services.recipes.layouts import (
     NewLayout,
     Overflow,
 )
-from services.recipes.recipes import (
+from brewmesh.services.recipes.recipes import (
     MAX_MASK_PATHS,
     PARAMETERS,
     PROGRAM,
@@ -39,8 +38,9 @@ from services.recipes.recipes import (
     Properties,
     Recipe,
 )
-from services.recipes.rendering import LayoutViolation, Rendered, ViolationKind
-from services.recipes.search import RecipeView
+from brewmesh.services.recipes.rendering import LayoutViolation, Rendered, ViolationKind
+from brewmesh.services.recipes.search import RecipeView
+from brewmesh.struct_values import check_struct
 
 _OVERFLOWS = {
     layouts_pb2.FieldView.OVERFLOW_UNSPECIFIED: Overflow.ELLIPSIS,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
+from brewmesh.services.recipes import formatters
+from brewmesh.services.recipes.formatters import VolumeFormatter
+from brewmesh.services.recipes.locales import Locale
 from brewmesh.storage import Store, Tx
-from services.recipes import formatters
-from services.recipes.formatters import VolumeFormatter
-from services.recipes.locales import Locale
 
 
 class FormatterCache:

@@ -6,14 +6,14 @@ from google.protobuf import empty_pb2
 
 from brewmesh.errors import NotFound, Violations
 from brewmesh.names import check_language
-from brewmesh.pagination import check_page
+from brewmesh.pagination import check_page, paging_query
 from brewmesh.recipes.v1 import formatters_pb2, formatters_pb2_grpc
 from brewmesh.runtime import Runtime
-from services.recipes import convert, formatters
-from services.recipes.changes import Announcer
-from services.recipes.formatter_cache import FormatterCache
-from services.recipes.locales import check_locale
-from services.recipes.rpc import Context, checked, paging_query
+from brewmesh.services.recipes import convert, formatters
+from brewmesh.services.recipes.changes import Announcer
+from brewmesh.services.recipes.formatter_cache import FormatterCache
+from brewmesh.services.recipes.locales import check_locale
+from brewmesh.services.recipes.rpc import Context, checked
 
 
 class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):

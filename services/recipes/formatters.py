@@ -17,9 +17,9 @@ from enum import StrEnum
 
 from brewmesh.auth import Principal
 from brewmesh.errors import NotFound, PermissionDenied, Violations, quote
+from brewmesh.services.recipes.changes import Announcer
+from brewmesh.services.recipes.locales import Locale, check_locale, parse_tag
 from brewmesh.storage import Row, Tx
-from services.recipes.changes import Announcer
-from services.recipes.locales import Locale, check_locale, parse_tag
 
 COLLECTION = "volumeFormatters"
 PLACEHOLDER = "{volume}"

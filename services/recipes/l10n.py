@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from brewmesh.counts import check_count
 from brewmesh.errors import NotFound, Violations, quote
 from brewmesh.names import SNAKE_RE, SNAKE_RULE, CompositeId
+from brewmesh.services.recipes import recipes
+from brewmesh.services.recipes.changes import Announcer
+from brewmesh.services.recipes.locales import Locale, check_locale, parse_tag
+from brewmesh.services.recipes.recipes import recipe_name
 from brewmesh.storage import Row, Tx
-from services.recipes import recipes
-from services.recipes.changes import Announcer
-from services.recipes.locales import Locale, check_locale, parse_tag
-from services.recipes.recipes import recipe_name
 
 MAX_VALUE_CHARS = 1000
 MAX_VALUES = 100

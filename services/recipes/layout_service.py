@@ -5,13 +5,13 @@ from __future__ import annotations
 from brewmesh.auth import check_namespace_access
 from brewmesh.errors import Violations
 from brewmesh.names import check_snake
-from brewmesh.pagination import check_page
+from brewmesh.pagination import check_page, paging_query
 from brewmesh.recipes.v1 import layouts_pb2, layouts_pb2_grpc
 from brewmesh.runtime import Runtime
-from services.recipes import convert, layouts, recipes, search
-from services.recipes.changes import Announcer
-from services.recipes.locales import check_locale
-from services.recipes.rpc import Context, checked, paging_query
+from brewmesh.services.recipes import convert, layouts, recipes, search
+from brewmesh.services.recipes.changes import Announcer
+from brewmesh.services.recipes.locales import check_locale
+from brewmesh.services.recipes.rpc import Context, checked
 
 
 class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):

@@ -15,8 +15,8 @@ from typing import Any
 from brewmesh.counts import check_count
 from brewmesh.errors import AlreadyExists, NotFound, Violations, quote
 from brewmesh.names import COMMON_NAMESPACE, CompositeId, check_composite_id, check_resource_name, check_snake
+from brewmesh.services.recipes.changes import Announcer
 from brewmesh.storage import Row, Tx
-from services.recipes.changes import Announcer
 
 COLLECTION = "layouts"
 MAX_PROPERTIES = 100

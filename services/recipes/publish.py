@@ -9,12 +9,12 @@ from google.protobuf import field_mask_pb2
 from brewmesh.event_backend import PUBLIC
 from brewmesh.events import Bus
 from brewmesh.recipes.v1 import formatters_pb2, layouts_pb2, recipes_pb2
+from brewmesh.services.recipes import convert
+from brewmesh.services.recipes.formatters import VolumeFormatter
+from brewmesh.services.recipes.l10n import L10n
+from brewmesh.services.recipes.layouts import Layout
+from brewmesh.services.recipes.recipes import Recipe
 from brewmesh.storage import Tx
-from services.recipes import convert
-from services.recipes.formatters import VolumeFormatter
-from services.recipes.l10n import L10n
-from services.recipes.layouts import Layout
-from services.recipes.recipes import Recipe
 
 RECIPE_API = recipes_pb2.DESCRIPTOR.services_by_name["RecipeService"].full_name
 LAYOUT_API = layouts_pb2.DESCRIPTOR.services_by_name["LayoutService"].full_name

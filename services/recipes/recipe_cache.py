@@ -13,8 +13,8 @@ from google.protobuf.message import Message
 from brewmesh.names import CompositeId
 from brewmesh.read_cache import ReadCache
 from brewmesh.recipes.v1 import recipes_pb2
+from brewmesh.services.recipes import convert, recipes
 from brewmesh.storage import Store
-from services.recipes import convert, recipes
 
 MAX_CACHED = 10_000
 

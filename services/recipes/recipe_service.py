@@ -7,14 +7,14 @@ from google.protobuf import empty_pb2
 from brewmesh.auth import check_namespace_access
 from brewmesh.errors import Violations
 from brewmesh.names import check_namespace
-from brewmesh.pagination import check_page
+from brewmesh.pagination import check_page, paging_query
 from brewmesh.recipes.v1 import recipes_pb2, recipes_pb2_grpc
 from brewmesh.runtime import Runtime
-from services.recipes import builder, convert, l10n, recipes, search
-from services.recipes.changes import Announcer
-from services.recipes.formatter_cache import FormatterCache
-from services.recipes.recipe_cache import RecipeCache
-from services.recipes.rpc import Context, checked, paging_query
+from brewmesh.services.recipes import builder, convert, l10n, recipes, search
+from brewmesh.services.recipes.changes import Announcer
+from brewmesh.services.recipes.formatter_cache import FormatterCache
+from brewmesh.services.recipes.recipe_cache import RecipeCache
+from brewmesh.services.recipes.rpc import Context, checked
 
 
 class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):

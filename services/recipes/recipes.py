@@ -17,11 +17,11 @@ from typing import Any
 from brewmesh.counts import check_count
 from brewmesh.errors import AlreadyExists, NotFound, Violations, quote
 from brewmesh.names import CompositeId, check_id_component, check_namespace, check_resource_name
+from brewmesh.run_rules import MAX_VOLUME_ML
+from brewmesh.services.recipes.changes import Announcer
 from brewmesh.storage import Row, Tx
-from services.recipes.changes import Announcer
 
 COLLECTION = "recipes"
-MAX_VOLUME_ML = 5000
 MAX_PARAMETERS_CHARS = 10_000
 MAX_MASK_PATHS = 10
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")

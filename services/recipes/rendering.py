@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.recipes.layouts import FieldView, LayoutProperty, LayoutSpec, Overflow
+from brewmesh.services.recipes.layouts import FieldView, LayoutProperty, LayoutSpec, Overflow
 
 ELLIPSIS = "…"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TypeAlias, TypeVar
 
 import grpc
@@ -19,8 +18,3 @@ def checked(v: Violations, value: T | None) -> T:
     if value is None:  # a bug in a check, not the client's fault: INTERNAL
         raise AssertionError("a check returned None without reporting a violation")
     return value
-
-
-def paging_query(method: str, **filters: str) -> str:
-    """What a page token is bound to: the method and every filter of the request."""
-    return json.dumps([method, filters], sort_keys=True)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from brewmesh.errors import FailedPrecondition, Violations
 from brewmesh.names import CompositeId, check_namespace
+from brewmesh.services.recipes import formatters, l10n, layouts, recipes, rendering
+from brewmesh.services.recipes.formatters import FormatterSpec, VolumeFormatter
+from brewmesh.services.recipes.layouts import LayoutSpec
+from brewmesh.services.recipes.locales import Locale, check_locale
+from brewmesh.services.recipes.rendering import LayoutViolation, Rendered
 from brewmesh.storage import Tx
-from services.recipes import formatters, l10n, layouts, recipes, rendering
-from services.recipes.formatters import FormatterSpec, VolumeFormatter
-from services.recipes.layouts import LayoutSpec
-from services.recipes.locales import Locale, check_locale
-from services.recipes.rendering import LayoutViolation, Rendered
 
 MIN_BATCH = 100
 MAX_BATCH = 5000

@@ -10,14 +10,14 @@ from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.runtime import Component, Runtime
 from brewmesh.server import ServiceBinding
+from brewmesh.services.runner import resolution, run_store
+from brewmesh.services.runner.follower import Follower
+from brewmesh.services.runner.machine_link import MachineLink
+from brewmesh.services.runner.recorder import API, RunRecorder, key_of
+from brewmesh.services.runner.resolution import Resolver
+from brewmesh.services.runner.run_feed import RunFeed
+from brewmesh.services.runner.servicer import ProgramRunnerServicer
 from brewmesh.tls import machine_credentials
-from services.runner import resolution, run_store
-from services.runner.follower import Follower
-from services.runner.machine_link import MachineLink
-from services.runner.recorder import API, RunRecorder, key_of
-from services.runner.resolution import Resolver
-from services.runner.run_feed import RunFeed
-from services.runner.servicer import ProgramRunnerServicer
 
 
 class Runner:

@@ -15,11 +15,11 @@ import time
 import grpc
 
 from brewmesh.runner.v1 import program_runner_pb2 as pb
+from brewmesh.services.runner import run_store
+from brewmesh.services.runner.machine_link import MachineLink
+from brewmesh.services.runner.program_runs import ProgramRun, RunKey, State
+from brewmesh.services.runner.recorder import RunRecorder
 from brewmesh.storage import Store
-from services.runner import run_store
-from services.runner.machine_link import MachineLink
-from services.runner.program_runs import ProgramRun, RunKey, State
-from services.runner.recorder import RunRecorder
 
 log = logging.getLogger(__name__)
 

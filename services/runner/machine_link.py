@@ -11,8 +11,9 @@ from brewmesh import keepalive
 from brewmesh.client import channel
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
-from services.runner.program_runs import MachineTarget, ProgramRun
-from services.runner.run_protos import program_proto, to_struct
+from brewmesh.services.runner.program_runs import MachineTarget, ProgramRun
+from brewmesh.services.runner.run_protos import program_proto
+from brewmesh.struct_values import to_struct
 
 
 class MachineLink:

@@ -13,12 +13,12 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
+from brewmesh import run_rules
 from brewmesh.errors import Violations, quote
 from brewmesh.names import NAMESPACE_RE
+from brewmesh.run_rules import MAX_VOLUME_ML, RUN_ID_RE
 
-RUN_ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 EVENT_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
-MAX_VOLUME_ML = 5000
 
 
 class State(IntEnum):
@@ -37,12 +37,7 @@ class State(IntEnum):
 
 
 TERMINAL = frozenset({State.FINISHED, State.CANCELED, State.FAILED})
-LIFECYCLE = {
-    "started": State.RUNNING,
-    "finished": State.FINISHED,
-    "canceled": State.CANCELED,
-    "failed": State.FAILED,
-}
+LIFECYCLE = {event: State(state) for event, state in run_rules.LIFECYCLE.items()}
 
 
 class Origin(IntEnum):

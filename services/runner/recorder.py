@@ -7,9 +7,8 @@ from typing import Any
 from brewmesh.events import Bus
 from brewmesh.metrics import Metrics
 from brewmesh.runner.v1 import program_runner_pb2 as pb
-from brewmesh.storage import Store, Tx
-from services.runner import run_store
-from services.runner.program_runs import (
+from brewmesh.services.runner import run_store
+from brewmesh.services.runner.program_runs import (
     RUN_NAME_PREFIX,
     Origin,
     ProgramRun,
@@ -17,8 +16,10 @@ from services.runner.program_runs import (
     RunKey,
     machine_namespace,
 )
-from services.runner.run_feed import RunFeed
-from services.runner.run_protos import event_proto, from_struct
+from brewmesh.services.runner.run_feed import RunFeed
+from brewmesh.services.runner.run_protos import event_proto
+from brewmesh.storage import Store, Tx
+from brewmesh.struct_values import from_struct
 
 API = pb.DESCRIPTOR.services_by_name["ProgramRunner"].full_name
 

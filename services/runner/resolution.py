@@ -20,8 +20,8 @@ from brewmesh.errors import FailedPrecondition, NotFound, Unavailable
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.read_cache import ReadCache
 from brewmesh.recipes.v1 import recipes_pb2
-from services.runner.program_runs import MachineTarget, Program
-from services.runner.run_protos import from_struct
+from brewmesh.services.runner.program_runs import MachineTarget, Program
+from brewmesh.struct_values import from_struct
 
 MAX_CACHED = 10_000
 PARTNERS_API = partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from brewmesh.runner.v1 import program_runner_pb2 as pb
+from brewmesh.services.runner import run_store
+from brewmesh.services.runner.program_runs import TERMINAL, RunKey, State
+from brewmesh.services.runner.run_protos import event_proto
 from brewmesh.storage import Store
-from services.runner import run_store
-from services.runner.program_runs import TERMINAL, RunKey, State
-from services.runner.run_protos import event_proto
 
 MAX_CACHED_RUNS = 2000
 PAGE = 500

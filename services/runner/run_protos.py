@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from brewmesh.runner.v1 import program_runner_pb2 as pb
-from services.runner.program_runs import Origin, Program, ProgramRun, RunEvent, run_name
-
-
-def to_struct(values: dict[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(values)
-    return struct
-
-
-def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
+from brewmesh.services.runner.program_runs import Origin, Program, ProgramRun, RunEvent, run_name
+from brewmesh.struct_values import to_struct
 
 
 def _time(moment: Any) -> timestamp_pb2.Timestamp:

@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from brewmesh.errors import NotFound
-from brewmesh.storage import Migration, Row, Tx
-from services.runner.program_runs import (
+from brewmesh.services.runner.program_runs import (
     MachineTarget,
     Origin,
     Program,
@@ -22,6 +21,7 @@ from services.runner.program_runs import (
     next_state,
     run_name,
 )
+from brewmesh.storage import Migration, Row, Tx
 
 NAMESPACE_OF_MACHINE = (
     "replace(replace(rtrim(machine, 'abcdefghijklmnopqrstuvwxyz0123456789_-'), 'partners/', ''),"
@@ -132,6 +132,28 @@ def runs_with_id(tx: Tx, run_id: str, limit: int) -> list[ProgramRun]:
     rows = tx.fetchall(
         "SELECT * FROM program_runs WHERE run_id = ? ORDER BY namespace LIMIT ?", (run_id, limit)
     )
+    return [_run(r) for r in rows]
+
+
+def list_runs(
+    tx: Tx, namespace: str | None, machine: str, state: State | None, after: RunKey | None, limit: int
+) -> list[ProgramRun]:
+    """Up to `limit` runs after `after` by (namespace, run id): of one namespace (None: all), on
+    one machine ("" any), in one state (None: any)."""
+    sql, params = "SELECT * FROM program_runs WHERE 1 = 1", list[object]()
+    if namespace is not None:
+        sql += " AND namespace = ?"
+        params.append(namespace)
+    if machine:
+        sql += " AND machine = ?"
+        params.append(machine)
+    if state is not None:
+        sql += " AND state = ?"
+        params.append(int(state))
+    if after is not None:
+        sql += " AND (namespace > ? OR (namespace = ? AND run_id > ?))"
+        params += [after.namespace, after.namespace, after.run_id]
+    rows = tx.fetchall(f"{sql} ORDER BY namespace, run_id LIMIT ?", [*params, limit])
     return [_run(r) for r in rows]
 
 

@@ -13,15 +13,14 @@ import grpc
 from brewmesh.auth import Principal, bearer_key, check_namespace_access
 from brewmesh.errors import AlreadyExists, FailedPrecondition, NotFound, Violations, quote
 from brewmesh.names import check_resource_name
+from brewmesh.pagination import check_page, paging_query
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.runtime import Runtime
-from brewmesh.storage import Conflict, Tx
-from brewmesh.struct_values import check_struct
-from services.runner import run_store
-from services.runner.follower import MACHINE_CALL_SECONDS, Follower, machine_of
-from services.runner.machine_link import MachineLink
-from services.runner.program_runs import (
+from brewmesh.services.runner import run_store
+from brewmesh.services.runner.follower import MACHINE_CALL_SECONDS, Follower, machine_of
+from brewmesh.services.runner.machine_link import MachineLink
+from brewmesh.services.runner.program_runs import (
     LIFECYCLE,
     MACHINE_NAME_PREFIX,
     RUN_NAME_PREFIX,
@@ -39,10 +38,12 @@ from services.runner.program_runs import (
     machine_namespace,
     parse_run_name,
 )
-from services.runner.recorder import RunRecorder
-from services.runner.resolution import Resolver
-from services.runner.run_feed import RunFeed
-from services.runner.run_protos import run_proto
+from brewmesh.services.runner.recorder import RunRecorder
+from brewmesh.services.runner.resolution import Resolver
+from brewmesh.services.runner.run_feed import RunFeed
+from brewmesh.services.runner.run_protos import run_proto
+from brewmesh.storage import Conflict, Tx
+from brewmesh.struct_values import check_struct
 
 Context: TypeAlias = grpc.aio.ServicerContext
 
@@ -118,6 +119,24 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         run = await self._visible_run(context, "name", request.name)
         return run_proto(run)
 
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:  # noqa: N802
+        principal = await self.rt.auth.require_any(context)
+        v = Violations()
+        if request.machine:
+            _check_machine(v, request.machine)
+        state = _listed_state(v, request.state)
+        query = paging_query("ListRuns", machine=request.machine, state=str(request.state))
+        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
+        v.raise_if_any()
+        # The same rule as every run RPC: a partner reads its own runs, the admin every run.
+        namespace = None if principal.is_admin else str(principal.namespace)
+        after = _page_key(page.after)
+        found = await self.rt.store.read(
+            lambda tx: run_store.list_runs(tx, namespace, request.machine, state, after, page.limit)
+        )
+        shown, token = page.finish(found, lambda run: str(run.key), self.rt.page_tokens)
+        return pb.ListRunsResponse(program_runs=[run_proto(run) for run in shown], next_page_token=token)
+
     async def Watch(  # noqa: N802
         self, request: pb.WatchRequest, context: Context
     ) -> AsyncIterator[pb.ProgramEvent]:
@@ -183,6 +202,20 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         return run
 
 
+def _listed_state(v: Violations, state: int) -> State | None:
+    if state == State.UNSPECIFIED:
+        return None
+    if state not in State._value2member_map_:
+        v.add("state", f"{state} is not a run state: use one of STATE_PENDING .. STATE_FAILED")
+        return None
+    return State(state)
+
+
+def _page_key(after: str) -> RunKey | None:
+    namespace, sep, run_id = after.partition(":")
+    return RunKey(namespace, run_id) if sep else None
+
+
 def _find_visible(tx: Tx, principal: Principal, ref: RunRef) -> ProgramRun | None:
     """The one rule that keeps runs private to their partner.
 
@@ -211,16 +244,19 @@ def _find_visible(tx: Tx, principal: Principal, ref: RunRef) -> ProgramRun | Non
 def _check_run_request(request: pb.RunRequest) -> RunRequest:
     v = Violations()
     check_run_id(v, request.run_id)
-    if not request.machine.startswith(MACHINE_NAME_PREFIX) or "/coffeeMachines/" not in request.machine:
-        v.add(
-            "machine",
-            f"{quote(request.machine)} is not a machine:"
-            " use e.g. 'partners/my-coffee-company/coffeeMachines/m1'",
-        )
+    _check_machine(v, request.machine)
     check_resource_name(v, "recipe", request.recipe, "recipes")
     check_volume(v, request.volume_ml)
     v.raise_if_any()
     return RunRequest(request.run_id or uuid.uuid4().hex, request.machine, request.recipe, request.volume_ml)
+
+
+def _check_machine(v: Violations, machine: str) -> None:
+    if not machine.startswith(MACHINE_NAME_PREFIX) or "/coffeeMachines/" not in machine:
+        v.add(
+            "machine",
+            f"{quote(machine)} is not a machine: use e.g. 'partners/my-coffee-company/coffeeMachines/m1'",
+        )
 
 
 def _same_run(existing: ProgramRun, asked: RunRequest) -> ProgramRun:
