@@ -9,6 +9,7 @@ the peer; never a key or a request's content.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -60,15 +61,22 @@ class CallObserverInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
+            # A stream written with context.write (health's Watch) is a coroutine, not a generator.
+            streams = inspect.isasyncgenfunction(handler.unary_stream)
+            observed = (
+                self._stream(handler.unary_stream, method)
+                if streams
+                else self._unary(handler.unary_stream, method, "server_stream")
+            )
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method),
+                observed,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler  # client- and bidi-streaming: none in brewmesh's protos
 
-    def _unary(self, behaviour: Behaviour, method: str) -> Behaviour:
-        labels = rpc_labels(method, "unary")
+    def _unary(self, behaviour: Behaviour, method: str, kind: str = "unary") -> Behaviour:
+        labels = rpc_labels(method, kind)
 
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             self._on_done(context, method, labels, time.perf_counter())
