@@ -13,9 +13,10 @@ import hmac
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from brewmesh.errors import Violations
+from brewmesh.storage import Store, Tx
 
 T = TypeVar("T")
 
@@ -77,6 +78,33 @@ class Page:
         shown = list(found[: self.size])
         more = len(found) > self.size
         return shown, tokens.encode(key(shown[-1]), self.query) if more and shown else ""
+
+
+class PagedRequest(Protocol):
+    """A List request (AIP-158): its page size and token."""
+
+    @property
+    def page_size(self) -> int: ...
+
+    @property
+    def page_token(self) -> str: ...
+
+
+async def read_page(
+    v: Violations,
+    store: Store,
+    tokens: PageTokens,
+    request: PagedRequest,
+    query: str,
+    read: Callable[[Tx, str, int], Sequence[T]],
+    key: Callable[[T], str],
+) -> tuple[list[T], str]:
+    """The steps of every List method: check the page (then fail on any violation so far),
+    `read(tx, after, limit)` one row more than the page, and make the next page token."""
+    page = check_page(v, tokens, request.page_size, request.page_token, query)
+    v.raise_if_any()
+    found = await store.read(lambda tx: read(tx, page.after, page.limit))
+    return page.finish(found, key, tokens)
 
 
 def paging_query(method: str, **filters: str) -> str:

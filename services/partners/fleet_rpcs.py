@@ -10,7 +10,7 @@ import grpc
 
 from brewmesh.counts import capped
 from brewmesh.errors import Violations
-from brewmesh.pagination import check_page
+from brewmesh.pagination import read_page
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runtime import Runtime
 from brewmesh.services.partners import machines, partners
@@ -121,16 +121,14 @@ class FleetRpcs:
         v = Violations()
         namespace = partners.parse_partner_name(v, "parent", request.parent)
         query = f"machines|{request.parent}"
-        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
-        v.raise_if_any()
-        assert namespace is not None
 
-        def read(tx: Tx) -> list[CoffeeMachine]:
+        def read(tx: Tx, after: str, limit: int) -> list[CoffeeMachine]:
+            assert namespace is not None  # else the request had a violation and was refused
             partners.get_partner(tx, namespace)
-            return machines.list_machines(tx, namespace, page.after, page.limit)
+            return machines.list_machines(tx, namespace, after, limit)
 
-        shown, token = page.finish(
-            await self.rt.store.read(read), lambda m: m.machine_id, self.rt.page_tokens
+        shown, token = await read_page(
+            v, self.rt.store, self.rt.page_tokens, request, query, read, lambda m: m.machine_id
         )
         return partners_pb2.ListCoffeeMachinesResponse(
             coffee_machines=[machine_proto(m) for m in shown], next_page_token=token

@@ -10,7 +10,7 @@ from google.protobuf import timestamp_pb2
 
 from brewmesh.errors import Violations
 from brewmesh.event_backend import PUBLIC
-from brewmesh.pagination import check_page
+from brewmesh.pagination import read_page
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.runtime import Runtime
 from brewmesh.services.partners import partners
@@ -107,10 +107,10 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         self, request: partners_pb2.ListPartnersRequest, context: Context
     ) -> partners_pb2.ListPartnersResponse:
         v = Violations()
-        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, "partners")
-        v.raise_if_any()
-        found = await self.rt.store.read(lambda tx: partners.list_partners(tx, page.after, page.limit))
-        shown, token = page.finish(found, lambda partner: partner.namespace, self.rt.page_tokens)
+        shown, token = await read_page(
+            v, self.rt.store, self.rt.page_tokens, request, "partners", partners.list_partners,
+            lambda partner: partner.namespace,
+        )  # fmt: skip
         return partners_pb2.ListPartnersResponse(
             partners=[partner_proto(p) for p in shown], next_page_token=token
         )

@@ -6,7 +6,7 @@ from google.protobuf import empty_pb2
 
 from brewmesh.errors import NotFound, Violations
 from brewmesh.names import check_language
-from brewmesh.pagination import check_page, paging_query
+from brewmesh.pagination import paging_query, read_page
 from brewmesh.recipes.v1 import formatters_pb2, formatters_pb2_grpc
 from brewmesh.runtime import Runtime
 from brewmesh.services.recipes import convert, formatters
@@ -48,12 +48,11 @@ class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
         if language:
             check_language(v, "language_code", language)
         query = paging_query("ListVolumeFormatters", language_code=language)
-        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
-        v.raise_if_any()
-        found = await self.rt.store.read(
-            lambda tx: formatters.list_page(tx, language, page.after, page.limit)
-        )
-        shown, token = page.finish(found, lambda formatter: formatter.spec.locale.tag, self.rt.page_tokens)
+        shown, token = await read_page(
+            v, self.rt.store, self.rt.page_tokens, request, query,
+            lambda tx, after, limit: formatters.list_page(tx, language, after, limit),
+            lambda formatter: formatter.spec.locale.tag,
+        )  # fmt: skip
         return formatters_pb2.ListVolumeFormattersResponse(
             volume_formatters=[convert.formatter_proto(f) for f in shown], next_page_token=token
         )

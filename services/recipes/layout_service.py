@@ -5,7 +5,7 @@ from __future__ import annotations
 from brewmesh.auth import check_namespace_access
 from brewmesh.errors import Violations
 from brewmesh.names import check_snake
-from brewmesh.pagination import check_page, paging_query
+from brewmesh.pagination import paging_query, read_page
 from brewmesh.recipes.v1 import layouts_pb2, layouts_pb2_grpc
 from brewmesh.runtime import Runtime
 from brewmesh.services.recipes import convert, layouts, recipes, search
@@ -47,10 +47,11 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
         if kind:
             check_snake(v, "kind", kind, "layout kind (e.g. 'recipe_search')")
         query = paging_query("ListLayouts", kind=kind)
-        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
-        v.raise_if_any()
-        found = await self.rt.store.read(lambda tx: layouts.list_page(tx, kind, page.after, page.limit))
-        shown, token = page.finish(found, lambda layout: str(layout.id), self.rt.page_tokens)
+        shown, token = await read_page(
+            v, self.rt.store, self.rt.page_tokens, request, query,
+            lambda tx, after, limit: layouts.list_page(tx, kind, after, limit),
+            lambda layout: str(layout.id),
+        )  # fmt: skip
         return layouts_pb2.ListLayoutsResponse(
             layouts=[convert.layout_proto(layout) for layout in shown], next_page_token=token
         )

@@ -7,7 +7,7 @@ from google.protobuf import empty_pb2
 from brewmesh.auth import check_namespace_access
 from brewmesh.errors import Violations
 from brewmesh.names import check_namespace
-from brewmesh.pagination import check_page, paging_query
+from brewmesh.pagination import check_page, paging_query, read_page
 from brewmesh.recipes.v1 import recipes_pb2, recipes_pb2_grpc
 from brewmesh.runtime import Runtime
 from brewmesh.services.recipes import builder, convert, l10n, recipes, search
@@ -54,10 +54,11 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         if namespace:
             check_namespace(v, "namespace", namespace)
         query = paging_query("ListRecipes", namespace=namespace)
-        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
-        v.raise_if_any()
-        found = await self.rt.store.read(lambda tx: recipes.list_page(tx, namespace, page.after, page.limit))
-        shown, token = page.finish(found, lambda recipe: str(recipe.id), self.rt.page_tokens)
+        shown, token = await read_page(
+            v, self.rt.store, self.rt.page_tokens, request, query,
+            lambda tx, after, limit: recipes.list_page(tx, namespace, after, limit),
+            lambda recipe: str(recipe.id),
+        )  # fmt: skip
         return recipes_pb2.ListRecipesResponse(
             recipes=[convert.recipe_proto(r) for r in shown], next_page_token=token
         )

@@ -13,7 +13,7 @@ import grpc
 from brewmesh.auth import Principal, bearer_key, check_namespace_access
 from brewmesh.errors import AlreadyExists, FailedPrecondition, NotFound, Violations, quote
 from brewmesh.names import check_resource_name
-from brewmesh.pagination import check_page, paging_query
+from brewmesh.pagination import paging_query, read_page
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.runtime import Runtime
@@ -126,15 +126,15 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             _check_machine(v, request.machine)
         state = _listed_state(v, request.state)
         query = paging_query("ListRuns", machine=request.machine, state=str(request.state))
-        page = check_page(v, self.rt.page_tokens, request.page_size, request.page_token, query)
-        v.raise_if_any()
         # The same rule as every run RPC: a partner reads its own runs, the admin every run.
         namespace = None if principal.is_admin else str(principal.namespace)
-        after = _page_key(page.after)
-        found = await self.rt.store.read(
-            lambda tx: run_store.list_runs(tx, namespace, request.machine, state, after, page.limit)
-        )
-        shown, token = page.finish(found, lambda run: str(run.key), self.rt.page_tokens)
+        shown, token = await read_page(
+            v, self.rt.store, self.rt.page_tokens, request, query,
+            lambda tx, after, limit: run_store.list_runs(
+                tx, namespace, request.machine, state, _page_key(after), limit
+            ),
+            lambda run: str(run.key),
+        )  # fmt: skip
         return pb.ListRunsResponse(program_runs=[run_proto(run) for run in shown], next_page_token=token)
 
     async def Watch(  # noqa: N802
