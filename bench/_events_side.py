@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import logging
 import os
@@ -159,6 +160,7 @@ async def mesh_mode(args: argparse.Namespace) -> None:
         data_dir=Path(args.data_dir), port=args.port, store=args.store_url or None, bus=args.bus_url or None
     )
     mesh = await Mesh.start(chosen, pick_components(args.components))
+    gc.freeze()  # as `brewmesh up` does once started
     bus = mesh.runtime.bus
     address = f"127.0.0.1:{mesh.port}"
     emit({"ready": True, "address": address, "admin_key": mesh.admin_key, "pid": os.getpid()})

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import secrets
 from collections.abc import Awaitable, Sequence
@@ -219,9 +218,6 @@ class Mesh:
             runtime.peers.setdefault(component.name, f"127.0.0.1:{server.port}")
         if tls and len(components) > 1:
             await _check_own_certificate(server.port, tls)
-        # What start-up made lives as long as the process: keep it out of the collector's
-        # full scans, which otherwise pause every call now and then for milliseconds.
-        gc.freeze()
         return mesh
 
     async def stop(self, grace: float = 5.0) -> None:
