@@ -300,9 +300,10 @@ def _one(draw: st.DrawFn, field: FieldDescriptor, depth: int) -> Any:
     return draw(scalars(field))
 
 
-def _count(draw: st.DrawFn) -> int:
-    """How many items a list or map gets: a few, or now and then very many."""
-    if draw(st.integers(0, 15)) == 0:
+def _count(draw: st.DrawFn, depth: int) -> int:
+    """How many items a list or map gets: a few, or now and then very many (at the top level
+    only: very many of very many would be a request of billions of items, built in memory)."""
+    if depth == 0 and draw(st.integers(0, 15)) == 0:
         return draw(st.sampled_from([101, 1001, 5000, 30_000]))
     return draw(st.integers(0, 3))
 
@@ -311,7 +312,7 @@ def _set(draw: st.DrawFn, built: Any, field: FieldDescriptor, depth: int) -> Non
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         _fill_map(draw, getattr(built, field.name), field.message_type, depth)
     elif field.is_repeated:
-        size = _count(draw)
+        size = _count(draw, depth)
         few = [_one(draw, field, depth) for _ in range(min(size, 3))]
         getattr(built, field.name).extend(few + few[-1:] * (size - len(few)) if few else [])
     elif field.message_type is not None:
@@ -322,7 +323,7 @@ def _set(draw: st.DrawFn, built: Any, field: FieldDescriptor, depth: int) -> Non
 
 def _fill_map(draw: st.DrawFn, target: Any, entry: descriptor.Descriptor, depth: int) -> None:
     key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
-    size = _count(draw)
+    size = _count(draw, depth)
     text = key_field.type == FieldDescriptor.TYPE_STRING
     keys = [draw(scalars(key_field)) for _ in range(min(size, 3))]
     keys += [f"k{i}" if text else i for i in range(size - 3)]
