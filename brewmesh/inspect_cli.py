@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         return FAILED
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:  # piped into `head`, say: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 
@@ -179,7 +182,8 @@ def _print_json(event: events_pb2.Event) -> None:
 
 
 def _print_line(event: events_pb2.Event) -> None:
-    payload = json.dumps(event_as_dict(event).get("payload", {}), separators=(",", ":"))
+    shown = {k: v for k, v in event_as_dict(event).get("payload", {}).items() if k != "@type"}
+    payload = json.dumps(shown, separators=(",", ":"))
     when = event.time.ToDatetime().isoformat(timespec="milliseconds")
     print(f"{when}Z {event.api} {event.type} id={event.id} {payload}", flush=True)
 
