@@ -8,6 +8,7 @@ enough for 256-bit random keys; there is nothing to brute-force).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -229,13 +230,16 @@ class KeyCheckInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             await self._authenticator.resolve(handler_call_details.invocation_metadata or ())
         except Unauthenticated as error:
-            return _refusal(error)
+            return _refusal(error.message)
         return await continuation(handler_call_details)
 
 
-def _refusal(error: Unauthenticated) -> grpc.RpcMethodHandler:
+@functools.lru_cache(maxsize=16)
+def _refusal(message: str) -> grpc.RpcMethodHandler:
+    """One handler per message (there are a few): interceptors outside may cache by handler."""
+
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, error.message)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     # Requests are not deserialised: the call is refused whatever it carries.
     return grpc.unary_unary_rpc_method_handler(refuse)
