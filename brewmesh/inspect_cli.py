@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,17 +188,24 @@ def _print_line(event: events_pb2.Event) -> None:
     print(f"{when}Z {event.api} {event.type} id={event.id} {payload}", flush=True)
 
 
-async def _lag(client: MeshClient, args: argparse.Namespace) -> None:
-    groups: list[event_bus_pb2.ListenerGroup] = []
+async def every_page(call: Callable[[str], Awaitable[Any]], items: str) -> list[Any]:
+    """The `items` of every page of a List call, following next_page_token (AIP-158)."""
+    found: list[Any] = []
     token = ""
     while True:
-        page = await client.bus.ListListenerGroups(
+        page = await call(token)
+        found += getattr(page, items)
+        if not (token := page.next_page_token):
+            return found
+
+
+async def _lag(client: MeshClient, args: argparse.Namespace) -> None:
+    groups = await every_page(
+        lambda token: client.bus.ListListenerGroups(
             event_bus_pb2.ListListenerGroupsRequest(api=args.api, page_token=token)
-        )
-        groups += page.listener_groups
-        token = page.next_page_token
-        if not token:
-            break
+        ),
+        "listener_groups",
+    )
     if args.json:
         for group in groups:
             print(json.dumps(json_format.MessageToDict(group, always_print_fields_with_no_presence=True)))
@@ -236,15 +243,12 @@ STATES = [name.removeprefix("STATE_").lower() for name in runner_pb.ProgramRun.S
 
 async def _list_runs(client: MeshClient, args: argparse.Namespace) -> None:
     state = runner_pb.ProgramRun.State.Value(f"STATE_{(args.state or 'unspecified').upper()}")
-    runs: list[runner_pb.ProgramRun] = []
-    token = ""
-    while True:
-        request = runner_pb.ListRunsRequest(machine=args.machine, state=state, page_token=token)
-        page = await client.runner.ListRuns(request)
-        runs += page.program_runs
-        token = page.next_page_token
-        if not token:
-            break
+    runs = await every_page(
+        lambda token: client.runner.ListRuns(
+            runner_pb.ListRunsRequest(machine=args.machine, state=state, page_token=token)
+        ),
+        "program_runs",
+    )
     if args.json:
         for run in runs:
             print(json.dumps(json_format.MessageToDict(run)))
