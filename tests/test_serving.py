@@ -19,7 +19,7 @@ from brewmesh.mesh import Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runtime import Component, Runtime
 from brewmesh.settings import Settings
-from tests.conftest import MeshProcess, embedded_only, grpcurl
+from tests.conftest import MeshProcess, embedded_only, grpcurl, start_mesh_process
 
 SERVICES = [
     "brewmesh.partners.v1.PartnerService",
@@ -61,7 +61,8 @@ def test_grpcurl_lists_services_and_shows_doc_comments(mesh_process: MeshProcess
     assert "Digits after the decimal point" in message.stdout
 
 
-def test_sigterm_stops_gracefully(mesh_process: MeshProcess) -> None:
+def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
+    mesh_process = start_mesh_process(tmp_path / "data", BREWMESH_LOG_LEVEL="INFO")  # the drain is logged
     output = mesh_process.stop()
     assert mesh_process.process.returncode == 0
     assert "draining in-flight calls" in output and "brewmesh stopped" in output
