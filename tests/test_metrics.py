@@ -1,6 +1,7 @@
 """Prometheus metrics at --metrics-port: a call moves the counters it should.
 
-Scraped over HTTP from the endpoint of a running mesh, as Prometheus does.
+Scraped over HTTP from the endpoint of a running mesh (in this process, and a
+`brewmesh serve` process on PostgreSQL and Redis), as Prometheus does.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import pytest
 from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
 from brewmesh.client import connect
 from brewmesh.mesh import Mesh
+from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.settings import Settings
-from tests.conftest import free_port
+from tests.conftest import DistributedBackends, free_port, free_ports, start_mesh_process
 from tests.fleet import create_recipe
 
 RECIPES = "brewmesh.recipes.v1.RecipeService"
+PARTNERS = "brewmesh.partners.v1.PartnerService"
 
 
 @pytest.fixture
@@ -79,3 +82,24 @@ async def test_events_fired_and_listener_groups_are_measured(measured: Mesh) -> 
 async def test_a_run_moves_the_run_counters(measured: Mesh) -> None:
     text = await scrape(measured)
     assert "brewmesh_runs_started_total" in text and "grpc_server_open_streams" in text
+
+
+def test_a_service_process_serves_its_metrics(
+    tmp_path: Path, distributed_backends: DistributedBackends
+) -> None:
+    """`brewmesh serve partners --metrics-port` on PostgreSQL and Redis: a call moves its counter."""
+    metrics_port, port = free_ports(2)
+    command = ("serve", "partners", *distributed_backends.args(), "--metrics-port", str(metrics_port))
+    process = start_mesh_process(tmp_path / "partners", command=command, port=port)
+    try:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with grpc.insecure_channel(process.address) as channel:
+            stub = partners_pb2_grpc.PartnerServiceStub(channel)
+            metadata = (("authorization", f"Bearer {process.admin_key}"),)
+            stub.ListPartners(partners_pb2.ListPartnersRequest(), metadata=metadata, timeout=10)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        process.stop()
+    labels = {"grpc_service": PARTNERS, "grpc_method": "ListPartners", "grpc_code": "OK"}
+    assert value(text, "grpc_server_handled_total", **labels) == 1
