@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from bench.echo_server import wait_for_signal
+from brewmesh.errors import Unimplemented
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
 
@@ -70,7 +71,7 @@ class StreamingRunner(program_runner_pb2_grpc.ProgramRunnerServicer):
         raise AssertionError("abort raises")
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Any) -> pb.ListRunsResponse:  # noqa: N802
-        raise NotImplementedError("the benchmark machine lists no runs")
+        raise Unimplemented("the benchmark machine lists no runs")
 
     async def GetRun(self, request: pb.GetRunRequest, context: Any) -> pb.ProgramRun:  # noqa: N802
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server only replays one run's events")

@@ -182,6 +182,12 @@ class DeadlineExceeded(DomainError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Unimplemented(DomainError):
+    """A method this server does not offer (e.g. ListRuns on a partner's machine)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 @dataclass
 class Violations:
     """Collects the field violations of a request before failing it: the first

@@ -317,23 +317,28 @@ def start_machine_process(kind: str, brew_seconds: float = 0.3) -> MachineProces
     return MachineProcess(port, process, kind)
 
 
-def wait_for_serving(address: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
-    """Block until the server at `address` answers a health check."""
+def wait_for_serving(
+    address: str,
+    process: subprocess.Popen[str],
+    timeout: float = 30,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
+    """Block until the server at `address` (TLS with `credentials`) answers a health check."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
+    channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(
                     f"process exited with {process.returncode}: {process.stdout and process.stdout.read()}"
                 )
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+            with contextlib.suppress(grpc.RpcError):  # not listening yet: grpc waits for it, 1 s a try
+                request = health_pb2.HealthCheckRequest()
+                if stub.Check(request, timeout=1, wait_for_ready=True).status == 1:
                     return
-            except grpc.RpcError:
-                time.sleep(0.1)
     process.kill()
     raise TimeoutError(f"{address} did not become healthy in {timeout} s")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from brewmesh.settings import Settings
 from brewmesh.startup import Setting, StartError
 from brewmesh.tls import Tls
 from tests.certificates import Issued, Pki
-from tests.conftest import BIN, DistributedBackends, free_port, launch
+from tests.conftest import BIN, DistributedBackends, free_port, launch, wait_for_serving
 from tests.fleet import create_recipe, names, read_to_end, run_request
 
 NS = "my-coffee-company"
@@ -219,26 +218,6 @@ async def test_a_mesh_whose_certificate_does_not_name_127_0_0_1_refuses_to_start
 # -- real processes ------------------------------------------------------------------------
 
 
-def wait_for_tls_serving(
-    address: str, process: subprocess.Popen[str], credentials: grpc.ChannelCredentials, timeout: float = 30
-) -> None:
-    """Block until the TLS server at `address` answers a health check (or the process exits)."""
-    deadline = time.monotonic() + timeout
-    with grpc.secure_channel(address, credentials) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"exited with {process.returncode}: {process.stdout and process.stdout.read()}"
-                )
-            try:
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                return
-            except grpc.RpcError:
-                time.sleep(0.1)
-    raise TimeoutError(f"{address} did not serve TLS within {timeout} s")
-
-
 @contextmanager
 def serving(
     args: list[str], credentials: grpc.ChannelCredentials, port: int = 0, **env: str
@@ -246,7 +225,7 @@ def serving(
     """`brewmesh ARGS` as a process serving TLS on `port` (0: a free one); stopped on exit."""
     port, process = launch(args, port, **env)
     try:
-        wait_for_tls_serving(f"localhost:{port}", process, credentials)
+        wait_for_serving(f"localhost:{port}", process, credentials=credentials)
         yield port
     finally:
         process.terminate()

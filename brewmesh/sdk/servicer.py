@@ -17,7 +17,14 @@ from typing import Any, TypeAlias
 import grpc
 
 from brewmesh import names
-from brewmesh.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable, Violations
+from brewmesh.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    Unavailable,
+    Unimplemented,
+    Violations,
+)
 from brewmesh.run_rules import LIFECYCLE, MAX_VOLUME_ML, RUN_ID_RE, RUN_ID_RULE
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
@@ -59,7 +66,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:  # noqa: N802
         """A machine need not list its runs (UNIMPLEMENTED): the mesh's runner lists every run."""
-        raise NotImplementedError("a machine does not list its runs: ask the mesh's ProgramRunner.ListRuns")
+        raise Unimplemented("a machine does not list its runs: ask the mesh's ProgramRunner.ListRuns")
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
         return self._find("name", request.name).to_proto()
