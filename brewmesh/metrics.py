@@ -100,21 +100,12 @@ class ListenerGroupCollector(Collector):
         self._loop = loop
         self._states = states
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Registration asks for the names; without describe it would collect, on the loop's thread.
+        yield from _group_families()
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        lag = GaugeMetricFamily(
-            "brewmesh_listener_lag_events", "Events waiting for the group.", labels=GROUP_LABELS
-        )
-        age = GaugeMetricFamily(
-            "brewmesh_listener_lag_seconds", "How long the group's oldest waiting event has waited.",
-            labels=GROUP_LABELS,
-        )  # fmt: skip
-        pending = GaugeMetricFamily(
-            "brewmesh_listener_pending_events", "Events handed to a member, not yet acknowledged.",
-            labels=GROUP_LABELS,
-        )  # fmt: skip
-        dead = GaugeMetricFamily(
-            "brewmesh_listener_dead_letters", "Events the group gave up on.", labels=GROUP_LABELS
-        )
+        lag, age, pending, dead = families = _group_families()
         now_ns = time.time_ns()
         for state in self._read():
             labels = [state.group.api, state.group.namespace, state.group.listener]
@@ -123,9 +114,12 @@ class ListenerGroupCollector(Collector):
             age.add_metric(labels, waited / 1e9)
             pending.add_metric(labels, state.pending)
             dead.add_metric(labels, state.dead_letters)
-        yield from (lag, age, pending, dead)
+        yield from families
 
     def _read(self) -> list[GroupState]:
+        if _running_loop() is self._loop:  # waiting here would block the very loop that reads
+            log.warning("listener group metrics are read on the endpoint's thread, not the event loop's")
+            return []
         future = asyncio.run_coroutine_threadsafe(_awaited(self._states), self._loop)
         try:
             return future.result(SCRAPE_TIMEOUT_SECONDS)
@@ -133,6 +127,31 @@ class ListenerGroupCollector(Collector):
             future.cancel()
             log.warning("listener group metrics are missing from this scrape: %s", error)
             return []
+
+
+def _group_families() -> tuple[GaugeMetricFamily, ...]:
+    lag = GaugeMetricFamily(
+        "brewmesh_listener_lag_events", "Events waiting for the group.", labels=GROUP_LABELS
+    )
+    age = GaugeMetricFamily(
+        "brewmesh_listener_lag_seconds", "How long the group's oldest waiting event has waited.",
+        labels=GROUP_LABELS,
+    )  # fmt: skip
+    pending = GaugeMetricFamily(
+        "brewmesh_listener_pending_events", "Events handed to a member, not yet acknowledged.",
+        labels=GROUP_LABELS,
+    )  # fmt: skip
+    dead = GaugeMetricFamily(
+        "brewmesh_listener_dead_letters", "Events the group gave up on.", labels=GROUP_LABELS
+    )
+    return lag, age, pending, dead
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def _awaited(states: GroupStates) -> list[GroupState]:

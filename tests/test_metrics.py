@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -17,40 +18,64 @@ import pytest
 
 from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
 from brewmesh.client import connect
+from brewmesh.machines import REFERENCE_MACHINES
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.recipes.v1 import recipes_pb2
+from brewmesh.runner.v1 import program_runner_pb2 as run_pb
 from brewmesh.settings import Settings
-from tests.conftest import DistributedBackends, free_port, free_ports, start_mesh_process
-from tests.fleet import create_recipe
+from tests.conftest import DistributedBackends, create_partner, free_port, free_ports, start_mesh_process
+from tests.fleet import create_recipe, names, read_to_end, register_machines, run_request
+from tests.test_coffee_machines import wait_for_status
 
 RECIPES = "brewmesh.recipes.v1.RecipeService"
 PARTNERS = "brewmesh.partners.v1.PartnerService"
+NS = "my-coffee-company"
+MACHINE = f"partners/{NS}/coffeeMachines/m1"
 
 
 @pytest.fixture
-async def measured(tmp_path: Path) -> AsyncIterator[Mesh]:
+async def measured(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Mesh]:
     mesh = await Mesh.start(Settings(data_dir=tmp_path / "data", metrics_port=free_port()))
+    # Registering the collector must not read the bus (on the loop's own thread, that read stalls).
+    assert not [r for r in caplog.records if r.name == "brewmesh.metrics"], caplog.text
     yield mesh
     await mesh.stop(grace=0)
 
 
-async def scrape(mesh: Mesh) -> str:
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def scrape_until(url: str, holds: Callable[[str], bool], timeout: float = 10.0) -> str:
+    """Scrape `url` until `holds` is true of the text.
+
+    A call is counted when the server has sent its status, which may be just
+    after the client has its answer: wait for the count, do not race it.
+    """
+    deadline = time.monotonic() + timeout
+    text = fetch(url)
+    while not holds(text) and time.monotonic() < deadline:
+        text = fetch(url)
+    return text
+
+
+def url_of(mesh: Mesh) -> str:
     assert mesh.metrics_endpoint is not None
-    url = f"http://127.0.0.1:{mesh.metrics_endpoint.port}/metrics"
+    return f"http://127.0.0.1:{mesh.metrics_endpoint.port}/metrics"
 
-    def get() -> str:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return str(response.read().decode())
 
-    return await asyncio.to_thread(get)  # the endpoint reads the bus on this loop: do not block it
+async def scrape(mesh: Mesh, holds: Callable[[str], bool] = lambda _: True) -> str:
+    # The endpoint reads the bus on this loop: scrape from a thread, do not block it.
+    return await asyncio.to_thread(scrape_until, url_of(mesh), holds)
 
 
 def value(text: str, name: str, **labels: str) -> float:
     """The sample of `name` whose labels include `labels` (0 if there is none yet)."""
     for line in text.splitlines():
-        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
-        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+        match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
             return float(match.group(2))
     return 0.0
 
@@ -60,10 +85,12 @@ async def test_a_refused_call_is_counted_with_its_code_and_timed(measured: Mesh)
     async with connect(f"127.0.0.1:{measured.port}") as client:
         with pytest.raises(grpc.aio.AioRpcError):
             await client.recipes.GetRecipe(recipes_pb2.GetRecipeRequest(name="recipes/nobody:nothing"))
-    after = await scrape(measured)
     labels = {"grpc_service": RECIPES, "grpc_method": "GetRecipe"}
-    counted = value(after, "grpc_server_handled_total", grpc_code="NOT_FOUND", **labels)
-    assert counted == value(before, "grpc_server_handled_total", grpc_code="NOT_FOUND", **labels) + 1
+    was = value(before, "grpc_server_handled_total", grpc_code="NOT_FOUND", **labels)
+    after = await scrape(
+        measured, lambda text: value(text, "grpc_server_handled_total", grpc_code="NOT_FOUND", **labels) > was
+    )
+    assert value(after, "grpc_server_handled_total", grpc_code="NOT_FOUND", **labels) == was + 1
     assert value(after, "grpc_server_handling_seconds_count", **labels) >= 1
 
 
@@ -73,15 +100,35 @@ async def test_events_fired_and_listener_groups_are_measured(measured: Mesh) -> 
         stream = admin.bus.Subscribe(bus_pb.SubscribeRequest(api=RECIPES, listener_name="dashboard"))
         await stream.read()
         stream.cancel()
-        after = await scrape(measured)
+        delivered = {"api": RECIPES, "group": "common/dashboard"}
+        after = await scrape(
+            measured, lambda text: value(text, "brewmesh_events_delivered_total", **delivered) > 0
+        )
     assert value(after, "brewmesh_events_fired_total", api=RECIPES, type="recipe_created") >= 1
     assert value(after, "brewmesh_events_delivered_total", api=RECIPES, group="common/dashboard") >= 1
     assert re.search(r'brewmesh_listener_lag_events\{[^}]*listener="dashboard"[^}]*\} \d', after)
 
 
 async def test_a_run_moves_the_run_counters(measured: Mesh) -> None:
-    text = await scrape(measured)
-    assert "brewmesh_runs_started_total" in text and "grpc_server_open_streams" in text
+    reference = REFERENCE_MACHINES["legacy"]
+    machine = reference.build(0.05)
+    endpoint = f"127.0.0.1:{await machine.start('127.0.0.1:0')}"
+    try:
+        async with connect(f"127.0.0.1:{measured.port}", key=measured.admin_key) as admin:
+            partner = await create_partner(measured, admin, NS)
+            async with partner.client as client:
+                await register_machines(client, NS, {"m1": ("legacy", endpoint, reference.handles)})
+                recipe = await create_recipe(client, NS, "lungo")
+                await wait_for_status(client, MACHINE, partners_pb2.SERVING_STATUS_SERVING)
+                run = await client.runner.Run(run_request("measured", MACHINE, recipe))
+                events = await read_to_end(client.runner.Watch(run_pb.WatchRequest(run=run.name)))
+    finally:
+        await machine.stop(grace=0)
+    assert names(events)[-1] == "finished"
+    ended = {"state": "FINISHED"}
+    text = await scrape(measured, lambda text: value(text, "brewmesh_runs_ended_total", **ended) > 0)
+    assert value(text, "brewmesh_runs_started_total") == 1
+    assert value(text, "brewmesh_runs_ended_total", **ended) == 1
 
 
 def test_a_service_process_serves_its_metrics(
@@ -97,9 +144,8 @@ def test_a_service_process_serves_its_metrics(
             stub = partners_pb2_grpc.PartnerServiceStub(channel)
             metadata = (("authorization", f"Bearer {process.admin_key}"),)
             stub.ListPartners(partners_pb2.ListPartnersRequest(), metadata=metadata, timeout=10)
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
+        labels = {"grpc_service": PARTNERS, "grpc_method": "ListPartners", "grpc_code": "OK"}
+        text = scrape_until(url, lambda text: value(text, "grpc_server_handled_total", **labels) > 0)
     finally:
         process.stop()
-    labels = {"grpc_service": PARTNERS, "grpc_method": "ListPartners", "grpc_code": "OK"}
     assert value(text, "grpc_server_handled_total", **labels) == 1
