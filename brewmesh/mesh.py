@@ -32,7 +32,7 @@ from brewmesh.key_rotation import forget_rotated_keys
 from brewmesh.metrics import ListenerGroupCollector, Metrics, MetricsEndpoint
 from brewmesh.pagination import PageTokens
 from brewmesh.remote_keys import RemoteKeys
-from brewmesh.runtime import Component, Runtime
+from brewmesh.runtime import Component, Runtime, observed_calls
 from brewmesh.secret_files import read_or_create
 from brewmesh.server import Server, Shutdown, check_free
 from brewmesh.settings import Settings
@@ -161,7 +161,7 @@ class Mesh:
                 undo.callback((data_dir / ADMIN_KEY_FILE).unlink, missing_ok=True)
             token_secret = _token_secret(data_dir, settings.token_secret)
         metrics = Metrics()
-        lookup, remote = _key_lookup(components, store, peers, tls)
+        lookup, remote = _key_lookup(components, store, peers, tls, observed_calls(metrics, tracing))
         if remote:
             undo.push_async_callback(remote.close)
         bus_url = without_password(backends.bus_url or "")
@@ -310,7 +310,11 @@ def _describe(task: asyncio.Task[Any]) -> str:
 
 
 def _key_lookup(
-    components: Sequence[Component], store: Store, peers: dict[str, str], tls: Tls | None
+    components: Sequence[Component],
+    store: Store,
+    peers: dict[str, str],
+    tls: Tls | None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor],
 ) -> tuple[KeyLookup, RemoteKeys | None]:
     """Keys are checked by the component that owns the key table: here, or over gRPC."""
     for component in components:
@@ -321,7 +325,7 @@ def _key_lookup(
         raise StartError(
             Setting.PEERS, "a process without the partners service needs the address of the partners service"
         )
-    remote = RemoteKeys(address, peer_credentials(tls))
+    remote = RemoteKeys(address, peer_credentials(tls), interceptors)
     return remote, remote
 
 

@@ -8,11 +8,13 @@ partner's key changed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC
 
 import grpc
 
 from brewmesh.auth import ADMIN, KeyGrant, Principal
+from brewmesh.client import channel
 from brewmesh.errors import Unavailable
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 
@@ -22,13 +24,17 @@ CALL_SECONDS = 5.0
 class RemoteKeys:
     """A `KeyLookup` over a channel to the partners service."""
 
-    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
-        """`credentials`: TLS to the partners service; None: plaintext."""
+    def __init__(
+        self,
+        address: str,
+        credentials: grpc.ChannelCredentials | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
+        """`credentials`: TLS to the partners service; None: plaintext.
+        `interceptors`: the process's own (its key checks are counted and traced like any call)."""
         self.address = address
-        self._channel = (
-            grpc.aio.secure_channel(address, credentials)
-            if credentials
-            else grpc.aio.insecure_channel(address)
+        self._channel = channel(
+            address, credentials=credentials, interceptors=interceptors, deadline_seconds=CALL_SECONDS
         )
         self._stub = partners_pb2_grpc.PartnerServiceStub(self._channel)
 

@@ -21,6 +21,11 @@ from brewmesh.tls import Tls, peer_credentials
 from brewmesh.tracing import NO_TRACING, Tracing
 
 
+def observed_calls(metrics: Metrics, tracing: Tracing) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that count (`metrics`) and trace (`tracing`) a channel's calls."""
+    return [*client_interceptors(metrics), *tracing.client_interceptors()]
+
+
 @dataclass
 class Runtime:
     """Shared parts of one process: storage, bus, auth, paging, shutdown."""
@@ -43,7 +48,7 @@ class Runtime:
 
     def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
         """For every channel this process opens: its calls are counted and traced."""
-        return [*client_interceptors(self.metrics), *self.tracing.client_interceptors()]
+        return observed_calls(self.metrics, self.tracing)
 
     def address_of(self, component: str) -> str:
         address = self.peers.get(component)

@@ -16,9 +16,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -265,6 +265,8 @@ class SeparateServices:
     partners: MeshProcess
     recipes: MeshProcess
     runner: MeshProcess
+    outputs: dict[str, str] = field(default_factory=dict)
+    """What each process printed, by service name, once the processes have stopped."""
 
     @property
     def processes(self) -> list[MeshProcess]:
@@ -285,10 +287,16 @@ def _apis_of(component: str) -> list[str]:
 
 
 @contextmanager
-def separate_services(base: Path, backends: DistributedBackends) -> Iterator[SeparateServices]:
+def separate_services(
+    base: Path,
+    backends: DistributedBackends,
+    args_of: Mapping[str, Sequence[str]] | None = None,
+    env_vars: Mapping[str, str] | None = None,
+) -> Iterator[SeparateServices]:
     """Start the three service processes at once, each told where the others are; stop them on exit.
 
     They share no directory: each has its own data directory under `base`.
+    `args_of` adds flags to one service's command line; `env_vars` go to every process.
     """
     ports = dict(zip(("partners", "recipes", "runner"), free_ports(3), strict=True))
     address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
@@ -298,18 +306,19 @@ def separate_services(base: Path, backends: DistributedBackends) -> Iterator[Sep
         "runner": ["--partners", address["partners"], "--recipes", address["recipes"]],
     }
     launched: dict[str, MeshProcess] = {}
+    outputs: dict[str, str] = {}
     try:
         for name, port in ports.items():
-            command = ("serve", name, *peers[name], *backends.args())
+            command = ("serve", name, *peers[name], *backends.args(), *(args_of or {}).get(name, ()))
             # Only the partners service holds the admin key; the others ask it about every key.
             key_env = {"BREWMESH_ADMIN_KEY": "test-admin-key"} if name == "partners" else {}
-            launched[name] = launch_mesh_process(base / name, port, command, key_env)
+            launched[name] = launch_mesh_process(base / name, port, command, {**(env_vars or {}), **key_env})
         for process in launched.values():
             wait_until_serving(process)
-        yield SeparateServices(launched["partners"], launched["recipes"], launched["runner"])
+        yield SeparateServices(launched["partners"], launched["recipes"], launched["runner"], outputs)
     finally:
-        for process in reversed(launched.values()):
-            process.stop()
+        for name, process in reversed(launched.items()):
+            outputs[name] = process.stop()
 
 
 def start_machine_process(kind: str, brew_seconds: float = 0.3) -> MachineProcess:

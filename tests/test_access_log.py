@@ -7,17 +7,27 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from brewmesh.client import MeshClient
+from brewmesh.client import MeshClient, connect
 from brewmesh.mesh import Mesh
+from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
-from tests.conftest import PartnerClient, embedded_only, launch, wait_for_serving
+from tests.conftest import (
+    DistributedBackends,
+    PartnerClient,
+    embedded_only,
+    launch,
+    separate_services,
+    wait_for_serving,
+)
 
 WAIT_SECONDS = 10.0
+NS = "logged-coffee"
 
 
 class AccessLines(logging.Handler):
@@ -93,9 +103,38 @@ def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)
-    logged = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    logged = json_lines(output)
     assert logged, output
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in logged)
     checks = [e for e in logged if e.get("grpc_method") == "/grpc.health.v1.Health/Check"]
     assert checks and checks[0]["grpc_code"] == "OK" and checks[0]["caller"] == "anonymous"
     assert not any(isinstance(e, dict) and "Traceback" in json.dumps(e) for e in logged)
+
+
+async def test_service_processes_on_postgresql_and_redis_log_each_call_by_caller(
+    tmp_path: Path, distributed_backends: DistributedBackends
+) -> None:
+    """Distributed: the recipes process names the partner it asked the partners process about."""
+    json_info = {"BREWMESH_LOG_LEVEL": "INFO", "BREWMESH_LOG_FORMAT": "json"}
+    with separate_services(tmp_path, distributed_backends, env_vars=json_info) as services:
+        async with connect(services.partners.address, key=services.partners.admin_key) as admin:
+            created = await admin.partners.CreatePartner(
+                partners_pb2.CreatePartnerRequest(
+                    namespace=NS, partner=partners_pb2.Partner(display_name="Logged")
+                )
+            )
+        async with connect(services.recipes.address, key=created.api_key) as catalogue:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await catalogue.recipes.GetRecipe(recipes_pb2.GetRecipeRequest(name=f"recipes/{NS}:nothing"))
+    logged = {name: json_lines(output) for name, output in services.outputs.items()}
+    [get] = [e for e in logged["recipes"] if e.get("grpc_method", "").endswith("/GetRecipe")]
+    assert get["grpc_code"] == "NOT_FOUND" and get["caller"] == NS and get["peer"].startswith("ipv4:")
+    [create] = [e for e in logged["partners"] if e.get("grpc_method", "").endswith("/CreatePartner")]
+    assert create["grpc_code"] == "OK" and create["caller"] == "admin"
+    for output in services.outputs.values():
+        assert created.api_key not in output and services.partners.admin_key not in output
+
+
+def json_lines(output: str) -> list[dict[str, Any]]:
+    """The JSON log objects of a process's output (grpc's own C-core lines are not JSON)."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]

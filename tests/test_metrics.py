@@ -20,11 +20,11 @@ from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
 from brewmesh.client import connect
 from brewmesh.machines import REFERENCE_MACHINES
 from brewmesh.mesh import Mesh
-from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
+from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
 from brewmesh.settings import Settings
-from tests.conftest import DistributedBackends, create_partner, free_port, free_ports, start_mesh_process
+from tests.conftest import DistributedBackends, create_partner, free_port, free_ports, separate_services
 from tests.fleet import create_recipe, names, read_to_end, register_machines, run_request
 from tests.test_coffee_machines import wait_for_status
 
@@ -131,21 +131,53 @@ async def test_a_run_moves_the_run_counters(measured: Mesh) -> None:
     assert value(text, "brewmesh_runs_ended_total", **ended) == 1
 
 
-def test_a_service_process_serves_its_metrics(
+async def test_service_processes_on_postgresql_and_redis_serve_their_metrics(
     tmp_path: Path, distributed_backends: DistributedBackends
 ) -> None:
-    """`brewmesh serve partners --metrics-port` on PostgreSQL and Redis: a call moves its counter."""
-    metrics_port, port = free_ports(2)
-    command = ("serve", "partners", *distributed_backends.args(), "--metrics-port", str(metrics_port))
-    process = start_mesh_process(tmp_path / "partners", command=command, port=port)
-    try:
-        url = f"http://127.0.0.1:{metrics_port}/metrics"
-        with grpc.insecure_channel(process.address) as channel:
-            stub = partners_pb2_grpc.PartnerServiceStub(channel)
-            metadata = (("authorization", f"Bearer {process.admin_key}"),)
-            stub.ListPartners(partners_pb2.ListPartnersRequest(), metadata=metadata, timeout=10)
-        labels = {"grpc_service": PARTNERS, "grpc_method": "ListPartners", "grpc_code": "OK"}
-        text = scrape_until(url, lambda text: value(text, "grpc_server_handled_total", **labels) > 0)
-    finally:
-        process.stop()
-    assert value(text, "grpc_server_handled_total", **labels) == 1
+    """Distributed: each `brewmesh serve` process counts its own calls, the calls it makes and its events."""
+    ports = dict(zip(("partners", "recipes", "runner"), free_ports(3), strict=True))
+    args_of = {name: ["--metrics-port", str(port)] for name, port in ports.items()}
+    urls = {name: f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()}
+    with separate_services(tmp_path, distributed_backends, args_of) as services:
+        async with connect(services.partners.address, key=services.partners.admin_key) as admin:
+            partner = await admin.partners.CreatePartner(
+                partners_pb2.CreatePartnerRequest(
+                    namespace=NS, partner=partners_pb2.Partner(display_name="M")
+                )
+            )
+        async with connect(services.recipes.address, key=partner.api_key) as catalogue:
+            await create_recipe(catalogue, NS, "measured")
+        async with connect(services.runner.address, key=partner.api_key) as listener:
+            subscribe = bus_pb.SubscribeRequest(api=RECIPES, listener_name="dashboard")
+            stream = listener.bus.Subscribe(subscribe)
+            await stream.read()
+            stream.cancel()
+
+        def scrape_each() -> dict[str, str]:
+            created = {"grpc_service": RECIPES, "grpc_method": "CreateRecipe", "grpc_code": "OK"}
+            delivered = {"api": RECIPES, "group": f"{NS}/dashboard"}
+            return {
+                "partners": fetch(urls["partners"]),
+                "recipes": scrape_until(
+                    urls["recipes"], lambda t: counted(t, "grpc_server_handled", **created)
+                ),
+                "runner": scrape_until(urls["runner"], lambda t: value(t, DELIVERED, **delivered) > 0),
+            }
+
+        texts = await asyncio.to_thread(scrape_each)
+    partners, recipes, runner = texts["partners"], texts["recipes"], texts["runner"]
+    assert value(partners, "grpc_server_handled_total", grpc_method="CreatePartner", grpc_code="OK") == 1
+    assert value(recipes, "brewmesh_events_fired_total", api=RECIPES, type="recipe_created") == 1
+    # The recipes process asked the partners process who the key belongs to: a client call it counts.
+    assert value(recipes, "grpc_client_handled_total", grpc_service=PARTNERS, grpc_code="OK") >= 1
+    assert value(runner, DELIVERED, api=RECIPES, group=f"{NS}/dashboard") == 1
+    assert re.search(
+        rf'brewmesh_listener_lag_events\{{[^}}]*listener="dashboard",namespace="{NS}"\}} \d', runner
+    )
+
+
+DELIVERED = "brewmesh_events_delivered_total"
+
+
+def counted(text: str, name: str, **labels: str) -> bool:
+    return value(text, f"{name}_total", **labels) > 0
