@@ -14,6 +14,7 @@ imports a driver.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -86,18 +87,18 @@ class Store:
         """Where the data is, for people (a path, or a URL without its password)."""
 
     async def read(self, fn: Callable[[Tx], T]) -> T:
-        return await self.backend.handle(Transaction(fn))
+        return await self.backend.handle(Transaction(_in_this_context(fn)))
 
     async def lookup(self, fn: Callable[[Tx], T]) -> T:
         """A read of a few rows by primary key."""
-        return await self.backend.handle(Transaction(fn, small=True))
+        return await self.backend.handle(Transaction(_in_this_context(fn), small=True))
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
-        return await self.backend.handle(Transaction(fn, writes=True))
+        return await self.backend.handle(Transaction(_in_this_context(fn), writes=True))
 
     async def quick_write(self, fn: Callable[[Tx], T]) -> T:
         """A write of a few rows by key."""
-        return await self.backend.handle(Transaction(fn, writes=True, small=True))
+        return await self.backend.handle(Transaction(_in_this_context(fn), writes=True, small=True))
 
     async def migrate(self, migrations: Sequence[Migration]) -> None:
         await self.backend.handle(
@@ -106,6 +107,17 @@ class Store:
 
     async def close(self) -> None:
         await self.backend.aclose()
+
+
+def _in_this_context(fn: Callable[[Tx], T]) -> Callable[[Tx], T]:
+    """`fn`, run in the caller's context variables wherever the backend runs it.
+
+    A backend may run it on a worker thread, where `run_in_executor` would
+    leave the caller's context behind, and with it the trace an event fired
+    in `fn` must carry.
+    """
+    context = contextvars.copy_context()
+    return lambda tx: context.run(fn, tx)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """One run is one trace: from the caller's Run, through the runner's look-ups at partners and
 recipes, to the machine's Run, and into the events the run fires.
 
-Partners, recipes and runner are meshes of their own (in this process, so the
-SDK's in-memory exporter sees every span; each on its own port, with a store
-of its own, events on Redis) and a café machine built on the SDK; every
-one traces into the same exporter, as each would export to one collector.
+In this process, so the SDK's in-memory exporter sees every span: one mesh
+hosting partners, recipes and runner (embedded), or a mesh for each on its
+own port, on PostgreSQL and Redis (distributed); and a café machine built on
+the SDK. Every one traces into the same exporter, as each would export to one
+collector.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from brewmesh.machines import cafe
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as run_pb
+from brewmesh.runtime import Component
 from brewmesh.services.partners.component import component as partners_component
 from brewmesh.services.recipes.component import component as recipes_component
 from brewmesh.services.runner.component import component as runner_component
@@ -44,33 +46,47 @@ def exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
-@pytest.fixture
+@pytest.fixture(params=["embedded", "distributed"])
 async def traced_mesh(
-    tmp_path: Path, fresh_redis_url: str, exporter: InMemorySpanExporter
+    request: pytest.FixtureRequest, tmp_path: Path, exporter: InMemorySpanExporter
 ) -> AsyncIterator[tuple[Tracing, dict[str, str], str]]:
-    """(tracing, address of each service and of the machine, admin key), every part traced."""
+    """(tracing, address of each service and of the machine, admin key), every part traced.
+
+    Embedded: one mesh hosts the three services. Distributed: a mesh for each,
+    on PostgreSQL and Redis.
+    """
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     traced = Tracing(provider)
     async with AsyncExitStack() as stack:
 
-        async def start(name: str, component: object, **peers: str) -> Mesh:
-            settings = Settings(data_dir=tmp_path / name, bus=fresh_redis_url, **peers)  # type: ignore[arg-type]
-            mesh = await Mesh.start(settings, [component()], traced)  # type: ignore[operator]
+        async def start(name: str, components: list[Component] | None, **options: str) -> Mesh:
+            settings = Settings(data_dir=tmp_path / name, **options)  # type: ignore[arg-type]
+            mesh = await Mesh.start(settings, components, traced)
             stack.push_async_callback(mesh.stop, 0)
             return mesh
 
-        partners = await start("partners", partners_component)
-        at = {"partners": f"127.0.0.1:{partners.port}"}
-        recipes = await start("recipes", recipes_component, partners=at["partners"])
-        at["recipes"] = f"127.0.0.1:{recipes.port}"
-        runner = await start("runner", runner_component, **at)
-        at["runner"] = f"127.0.0.1:{runner.port}"
+        if request.param == "embedded":
+            mesh = await start("mesh", None)
+            at = dict.fromkeys(("partners", "recipes", "runner"), f"127.0.0.1:{mesh.port}")
+            admin_key = mesh.admin_key
+        else:
+            engines = {
+                "store": request.getfixturevalue("pg_database"),
+                "bus": request.getfixturevalue("fresh_redis_url"),
+            }
+            partners = await start("partners", [partners_component()], **engines)
+            at = {"partners": f"127.0.0.1:{partners.port}"}
+            recipes = await start("recipes", [recipes_component()], partners=at["partners"], **engines)
+            at["recipes"] = f"127.0.0.1:{recipes.port}"
+            runner = await start("runner", [runner_component()], **at, **engines)
+            at["runner"] = f"127.0.0.1:{runner.port}"
+            admin_key = partners.admin_key
         machine = cafe.build(0.2)
         await machine.start(tracing=traced)
         stack.push_async_callback(machine.stop, 0)
         at["machine"] = f"127.0.0.1:{machine.port}"
-        yield traced, at, partners.admin_key
+        yield traced, at, admin_key
 
 
 def spans_of(exporter: InMemorySpanExporter, method: str, kind: SpanKind) -> list[ReadableSpan]:
