@@ -99,6 +99,7 @@ def _calls(spec: LoadSpec) -> tuple[list[Call], Any, list[grpc.aio.Channel]]:
         channels = [channel(spec.address, spec.key) for _ in range(spec.channels)]
         return [c.unary_unary(ECHO_METHOD) for c in channels], spec.request, channels
     clients = [connect(spec.address, spec.key) for _ in range(spec.channels)]
+    calls: list[Call]
     if spec.target == FORMAT_VOLUME:
         request: Any = formatters_pb2.FormatVolumeRequest.FromString(spec.request)
         calls = [c.formatters.FormatVolume for c in clients]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
@@ -29,7 +28,11 @@ WATCH = f"/{SERVICE}/Watch"
 _NOT_FORWARDED = {"user-agent", "te", "content-type", "grpc-accept-encoding", "grpc-timeout"}
 
 
-def _forwarded(context: Any) -> tuple[tuple[str, str | bytes], ...]:
+# No serialisers: the relay sees requests and responses as bytes.
+Context = grpc.aio.ServicerContext[bytes, bytes]
+
+
+def _forwarded(context: Context) -> tuple[tuple[str, str | bytes], ...]:
     metadata = context.invocation_metadata() or ()
     return tuple((k, v) for k, v in metadata if k not in _NOT_FORWARDED and not k.startswith(":"))
 
@@ -38,10 +41,10 @@ class Relay:
     def __init__(self, upstream: str) -> None:
         self.channel = grpc.aio.insecure_channel(upstream)
         # No serialisers: bytes in, bytes out.
-        self._run = self.channel.unary_unary(RUN)
-        self._watch = self.channel.unary_stream(WATCH)
+        self._run: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(RUN)
+        self._watch: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = self.channel.unary_stream(WATCH)
 
-    async def run(self, request: bytes, context: Any) -> bytes:
+    async def run(self, request: bytes, context: Context) -> bytes:
         try:
             reply: bytes = await self._run(
                 request, timeout=context.time_remaining(), metadata=_forwarded(context)
@@ -51,7 +54,7 @@ class Relay:
             raise  # abort raises; this is for the type checker
         return reply
 
-    async def watch(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+    async def watch(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         call = self._watch(request, timeout=context.time_remaining(), metadata=_forwarded(context))
         try:
             async for message in call:

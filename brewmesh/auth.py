@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -212,7 +212,11 @@ def bearer_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
     return None
 
 
-class KeyCheckInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class KeyCheckInterceptor(grpc.aio.ServerInterceptor):
     """Refuses any call that presents a bad key, even to an open read.
 
     A client with a wrong key should learn it at once, not when it first
@@ -224,9 +228,11 @@ class KeyCheckInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         try:
             await self._authenticator.resolve(handler_call_details.invocation_metadata or ())
         except Unauthenticated as error:
@@ -235,8 +241,11 @@ class KeyCheckInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 @functools.lru_cache(maxsize=16)
-def _refusal(message: str) -> grpc.RpcMethodHandler:
-    """One handler per message (there are a few): interceptors outside may cache by handler."""
+def _refusal(message: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """One handler per message (there are a few): interceptors outside may cache by handler.
+
+    It stands in for any method's handler, whatever its request and response types.
+    """
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -27,7 +27,10 @@ MAX_DEAD_LETTERS = 1000
 MAX_REPLAY = 1000
 MAX_EVENT_TYPES = 100
 
-Context: TypeAlias = grpc.aio.ServicerContext
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+Context: TypeAlias = grpc.aio.ServicerContext[_Req, _Resp]
+"""A servicer method's context: `Context[Request, Response]`."""
 GroupRequest: TypeAlias = event_bus_pb2.ListDeadLettersRequest | event_bus_pb2.ReplayDeadLettersRequest
 """A request naming one of the caller's listener groups."""
 
@@ -43,7 +46,9 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         self.tokens = tokens
 
     async def Subscribe(  # noqa: N802 (gRPC method name)
-        self, request: event_bus_pb2.SubscribeRequest, context: Context
+        self,
+        request: event_bus_pb2.SubscribeRequest,
+        context: Context[event_bus_pb2.SubscribeRequest, events_pb2.Event],
     ) -> AsyncIterator[events_pb2.Event]:
         principal = await self.auth.require_any(context)
         v = Violations()
@@ -99,7 +104,9 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         return after
 
     async def ListApis(  # noqa: N802
-        self, request: event_bus_pb2.ListApisRequest, context: Context
+        self,
+        request: event_bus_pb2.ListApisRequest,
+        context: Context[event_bus_pb2.ListApisRequest, event_bus_pb2.ListApisResponse],
     ) -> event_bus_pb2.ListApisResponse:
         apis = [
             event_bus_pb2.Api(
@@ -116,7 +123,9 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         return event_bus_pb2.ListApisResponse(apis=apis)
 
     async def ListDeadLetters(  # noqa: N802
-        self, request: event_bus_pb2.ListDeadLettersRequest, context: Context
+        self,
+        request: event_bus_pb2.ListDeadLettersRequest,
+        context: Context[event_bus_pb2.ListDeadLettersRequest, event_bus_pb2.ListDeadLettersResponse],
     ) -> event_bus_pb2.ListDeadLettersResponse:
         principal = await self.auth.require_any(context)
         v = Violations()
@@ -142,7 +151,9 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         )
 
     async def ReplayDeadLetters(  # noqa: N802
-        self, request: event_bus_pb2.ReplayDeadLettersRequest, context: Context
+        self,
+        request: event_bus_pb2.ReplayDeadLettersRequest,
+        context: Context[event_bus_pb2.ReplayDeadLettersRequest, event_bus_pb2.ReplayDeadLettersResponse],
     ) -> event_bus_pb2.ReplayDeadLettersResponse:
         principal = await self.auth.require_any(context)
         v = Violations()
@@ -159,7 +170,9 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         return event_bus_pb2.ReplayDeadLettersResponse(replayed_count=replayed)
 
     async def ListListenerGroups(  # noqa: N802
-        self, request: event_bus_pb2.ListListenerGroupsRequest, context: Context
+        self,
+        request: event_bus_pb2.ListListenerGroupsRequest,
+        context: Context[event_bus_pb2.ListListenerGroupsRequest, event_bus_pb2.ListListenerGroupsResponse],
     ) -> event_bus_pb2.ListListenerGroupsResponse:
         principal = await self.auth.require_any(context)
         v = Violations()

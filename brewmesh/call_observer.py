@@ -13,7 +13,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -29,19 +29,26 @@ Labels = tuple[str, str, str]
 Continuation = Callable[..., Any]
 
 
-class CallObserverInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class CallObserverInterceptor(grpc.aio.ServerInterceptor):
     """Times each call and reports it to the metrics and the access log."""
 
     def __init__(self, metrics: Metrics, caller_of: CallerOf) -> None:
         self._metrics = metrics
         self._caller_of = caller_of
-        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler] = {}
+        # Handlers of every method, each of its own request and response types.
+        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler  # unknown method: UNIMPLEMENTED, answered by grpc itself
@@ -53,7 +60,9 @@ class CallObserverInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             wrapped = self._wrapped[key] = self._wrap(handler, method)
         return wrapped
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[_Req, _Resp], method: str
+    ) -> grpc.RpcMethodHandler[_Req, _Resp]:
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method),
@@ -124,7 +133,9 @@ class CallObserverInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 access_log.info("%(grpc_method)s %(grpc_code)s %(duration_ms).1f ms caller=%(caller)s"
                                 " peer=%(peer)s", fields, extra=fields)  # fmt: skip
 
-        context.add_done_callback(report)
+        # types-grpcio declares the callback as its own (type-check-only) class, not a
+        # protocol, so no function matches it; grpc calls it with the context.
+        context.add_done_callback(report)  # type: ignore[arg-type]
 
 
 def _final_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
@@ -152,10 +163,15 @@ class _ClientObserver:
         self._metrics.client_latency.labels(*labels).observe(time.perf_counter() - start)
 
 
-class _UnaryClientObserver(_ClientObserver, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _UnaryClientObserver(_ClientObserver, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], details: Any, request: Any
-    ) -> Any:
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryUnaryCall[_Req, _Resp]]
+        ],
+        details: grpc.aio.ClientCallDetails,
+        request: _Req,
+    ) -> grpc.aio.UnaryUnaryCall[_Req, _Resp]:
         start = time.perf_counter()
         call = await continuation(details, request)
         code = grpc.StatusCode.CANCELLED
@@ -169,14 +185,19 @@ class _UnaryClientObserver(_ClientObserver, grpc.aio.UnaryUnaryClientInterceptor
         return call
 
 
-class _StreamClientObserver(_ClientObserver, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _StreamClientObserver(_ClientObserver, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], details: Any, request: Any
-    ) -> Any:
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryStreamCall[_Req, _Resp]]
+        ],
+        details: grpc.aio.ClientCallDetails,
+        request: _Req,
+    ) -> grpc.aio.UnaryStreamCall[_Req, _Resp]:
         start = time.perf_counter()
         call = await continuation(details, request)
 
-        def done(finished: Any) -> None:
+        def done(finished: grpc.aio.UnaryStreamCall[_Req, _Resp]) -> None:
             # Done, so its status is known: code() answers at once, but only as a coroutine.
             asking = asyncio.ensure_future(finished.code())
             asking.add_done_callback(
@@ -187,7 +208,7 @@ class _StreamClientObserver(_ClientObserver, grpc.aio.UnaryStreamClientIntercept
         return call
 
 
-def _code_of(answered: asyncio.Future[Any]) -> grpc.StatusCode:
+def _code_of(answered: asyncio.Future[grpc.StatusCode]) -> grpc.StatusCode:
     if answered.cancelled() or answered.exception() is not None:
         return grpc.StatusCode.CANCELLED
     code = answered.result()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -35,7 +35,11 @@ def call_metadata(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-class CallerCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class CallerCheck(grpc.aio.ServerInterceptor):
     """Lets through calls to `service` only from a caller presenting `token`; other services stay open."""
 
     def __init__(self, service: str, token: str) -> None:
@@ -46,9 +50,11 @@ class CallerCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         if details.method.startswith(self._prefix) and not self._presented(details):
             return _refusal(details.method)
         return await continuation(details)
@@ -61,7 +67,8 @@ class CallerCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return token is not None and hmac.compare_digest(token.encode(), self._token)
 
 
-def _refusal(method: str) -> grpc.RpcMethodHandler:
+def _refusal(method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    """Stands in for `method`'s handler, whatever its request and response types."""
     message = (
         f"{method} is served only to the mesh's runner: it sends the caller token declared"
         " for this machine (ProgramApi.caller_token) as 'authorization: Bearer <token>'"

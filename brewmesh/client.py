@@ -7,10 +7,10 @@ async with connect("127.0.0.1:50051", key=api_key) as mesh:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, cast
+from typing import TypeVar
 
 import grpc
 from grpc_status import rpc_status
@@ -27,6 +27,9 @@ from brewmesh.recipes.v1 import (
     recipes_pb2_grpc,
 )
 from brewmesh.runner.v1 import program_runner_pb2, program_runner_pb2_grpc
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 
 _KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
 
@@ -89,17 +92,27 @@ class _KeyedCall:
 
 
 # grpc.aio files an interceptor under one call kind only, so one class per kind.
-class _UnaryKey(_KeyedCall, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _UnaryKey(_KeyedCall, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], details: Any, request: Any
-    ) -> Any:
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryUnaryCall[_Req, _Resp]]
+        ],
+        details: grpc.aio.ClientCallDetails,
+        request: _Req,
+    ) -> grpc.aio.UnaryUnaryCall[_Req, _Resp]:
         return await continuation(self._with_key(details), request)
 
 
-class _StreamKey(_KeyedCall, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _StreamKey(_KeyedCall, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], details: Any, request: Any
-    ) -> Any:
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryStreamCall[_Req, _Resp]]
+        ],
+        details: grpc.aio.ClientCallDetails,
+        request: _Req,
+    ) -> grpc.aio.UnaryStreamCall[_Req, _Resp]:
         return await continuation(self._with_key(details), request)
 
 
@@ -125,7 +138,8 @@ def channel(
     `Tls.channel_credentials()` for mTLS) when given, else with the system's
     roots if `tls`, else plaintext.
     """
-    chain = [*interceptors, *([_UnaryKey(key), _StreamKey(key)] if key else [])] or None
+    keyed: list[grpc.aio.ClientInterceptor] = [_UnaryKey(key), _StreamKey(key)] if key else []
+    chain = [*interceptors, *keyed] or None
     if credentials is None and tls:
         credentials = grpc.ssl_channel_credentials()
     options = [*(keepalive or _KEEPALIVE), ("grpc.service_config", service_config(deadline_seconds))]
@@ -147,25 +161,13 @@ class MeshClient:
     bus: event_bus_pb2_grpc.EventBusAsyncStub = field(init=False)
 
     def __post_init__(self) -> None:
-        # The stubs' aio overload cannot be picked while grpc itself is untyped.
-        self.recipes = cast(
-            "recipes_pb2_grpc.RecipeServiceAsyncStub", recipes_pb2_grpc.RecipeServiceStub(self.channel)
-        )
-        self.layouts = cast(
-            "layouts_pb2_grpc.LayoutServiceAsyncStub", layouts_pb2_grpc.LayoutServiceStub(self.channel)
-        )
-        self.formatters = cast(
-            "formatters_pb2_grpc.FormatterServiceAsyncStub",
-            formatters_pb2_grpc.FormatterServiceStub(self.channel),
-        )
-        self.partners = cast(
-            "partners_pb2_grpc.PartnerServiceAsyncStub", partners_pb2_grpc.PartnerServiceStub(self.channel)
-        )
-        self.runner = cast(
-            "program_runner_pb2_grpc.ProgramRunnerAsyncStub",
-            program_runner_pb2_grpc.ProgramRunnerStub(self.channel),
-        )
-        self.bus = cast("event_bus_pb2_grpc.EventBusAsyncStub", event_bus_pb2_grpc.EventBusStub(self.channel))
+        # Over a grpc.aio channel, each generated stub is typed as its AsyncStub.
+        self.recipes = recipes_pb2_grpc.RecipeServiceStub(self.channel)
+        self.layouts = layouts_pb2_grpc.LayoutServiceStub(self.channel)
+        self.formatters = formatters_pb2_grpc.FormatterServiceStub(self.channel)
+        self.partners = partners_pb2_grpc.PartnerServiceStub(self.channel)
+        self.runner = program_runner_pb2_grpc.ProgramRunnerStub(self.channel)
+        self.bus = event_bus_pb2_grpc.EventBusStub(self.channel)
 
     async def __aenter__(self) -> MeshClient:
         return self

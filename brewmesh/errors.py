@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, descriptor_pool
@@ -238,7 +238,8 @@ def to_status(error: DomainError) -> grpc.Status:
         packed.append(holder)
     message = wire_message(error.message)
     proto = status_pb2.Status(code=error.code.value[0], message=message, details=packed)
-    return rpc_status.to_status(proto)
+    status: grpc.Status = rpc_status.to_status(proto)  # grpc_status is untyped
+    return status
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> NoReturn:
@@ -252,7 +253,11 @@ _INTERNAL = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; t
 Behaviour = Callable[..., Any]
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     """Maps domain errors to status codes for every RPC, in one place.
 
     Unexpected exceptions are logged and reported as INTERNAL (never UNKNOWN
@@ -262,13 +267,16 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self) -> None:
         # Each method's handler is wrapped once: it is the same for every call.
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        # One entry per method, each of its own request and response types.
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
@@ -345,7 +353,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Calla
     return decode
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler[_Req, _Resp], method: str) -> grpc.RpcMethodHandler[_Req, _Resp]:
     deserializer = _tolerant(handler.request_deserializer, method)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
 
@@ -23,11 +22,11 @@ from brewmesh.server import Server, ServiceBinding
 HOP_HEADERS = frozenset({"grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "user-agent", "te"})
 
 
-class _Router(grpc.GenericRpcHandler):  # type: ignore[misc]
+class _Router(grpc.GenericRpcHandler):
     def __init__(self, routes: Mapping[str, str]) -> None:
         self._channels = {service: grpc.aio.insecure_channel(address) for service, address in routes.items()}
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         service = details.method.lstrip("/").partition("/")[0]
         channel = self._channels.get(service)
         if channel is None:
@@ -39,10 +38,16 @@ class _Router(grpc.GenericRpcHandler):  # type: ignore[misc]
             await channel.close()
 
 
-def _forwarder(channel: grpc.aio.Channel, method: str) -> Any:
-    call_upstream = channel.stream_stream(method)
+# Without (de)serializers, grpc hands on the bytes as they are, both ways.
+Forward = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[bytes, bytes]], AsyncIterator[bytes]]
 
-    async def forward(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+
+def _forwarder(channel: grpc.aio.Channel, method: str) -> Forward:
+    call_upstream: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(method)
+
+    async def forward(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
         metadata = [(k, v) for k, v in context.invocation_metadata() or () if k not in HOP_HEADERS]
         call = call_upstream(metadata=metadata, timeout=context.time_remaining())
         pump = asyncio.ensure_future(_pump(requests, call))
@@ -64,7 +69,7 @@ def _forwarder(channel: grpc.aio.Channel, method: str) -> Any:
     return forward
 
 
-async def _pump(requests: AsyncIterator[bytes], call: Any) -> None:
+async def _pump(requests: AsyncIterator[bytes], call: grpc.aio.StreamStreamCall[bytes, bytes]) -> None:
     async for request in requests:
         await call.write(request)
     await call.done_writing()

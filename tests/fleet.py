@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -52,7 +52,7 @@ def run_request(run_id: str, machine: str, recipe: str, volume_ml: int = 0) -> r
 
 
 async def read_until(
-    stream: AsyncIterator[run_pb.ProgramEvent], event: str, timeout: float = 15
+    stream: AsyncIterable[run_pb.ProgramEvent], event: str, timeout: float = 15
 ) -> list[run_pb.ProgramEvent]:
     """Events up to and including the first named `event`."""
 
@@ -68,7 +68,7 @@ async def read_until(
 
 
 async def read_to_end(
-    stream: AsyncIterator[run_pb.ProgramEvent], timeout: float = 15
+    stream: AsyncIterable[run_pb.ProgramEvent], timeout: float = 15
 ) -> list[run_pb.ProgramEvent]:
     async def read() -> list[run_pb.ProgramEvent]:
         return [item async for item in stream]

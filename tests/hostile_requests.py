@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -441,7 +441,7 @@ class Outcome:
         return found
 
 
-def trailer_bytes(details: str, trailers: Sequence[tuple[str, str | bytes]]) -> int:
+def trailer_bytes(details: str, trailers: Iterable[tuple[str, str | bytes]]) -> int:
     """About what an error's trailers take on the wire: the status, its message percent-encoded,
     binary values in base64."""
     size = len("grpc-status") + 2 + len("grpc-message")
@@ -473,15 +473,18 @@ async def send(channel: grpc.aio.Channel, rpc: Rpc, body: bytes, key: str | None
     """Call `rpc` with `body` as it is, as a default grpc client would."""
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
     try:
+        # No serializers: the body goes as it is, and answers come back as bytes.
         if rpc.server_streaming:
-            call = channel.unary_stream(rpc.path)(body, metadata=metadata, timeout=STREAM_SECONDS)
+            stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(rpc.path)
+            call = stream(body, metadata=metadata, timeout=STREAM_SECONDS)
             try:
                 async for _ in call:
                     pass
             finally:
                 call.cancel()
         else:
-            await channel.unary_unary(rpc.path)(body, metadata=metadata, timeout=UNARY_SECONDS)
+            unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(rpc.path)
+            await unary(body, metadata=metadata, timeout=UNARY_SECONDS)
     except grpc.aio.AioRpcError as error:
         return outcome_of(rpc, error)
     return outcome_of(rpc, None)

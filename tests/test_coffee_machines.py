@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
 from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
+from brewmesh.bus.v1 import events_pb2
 from brewmesh.client import MeshClient, connect, field_violations
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2 as pb
@@ -167,7 +167,7 @@ async def test_registry_health_checks_machines_and_fires_status_changes(
 
 
 async def collect_changes(
-    events: AsyncIterator[Any], expected: set[tuple[str, int, int]]
+    events: AsyncIterable[events_pb2.Event], expected: set[tuple[str, int, int]]
 ) -> set[tuple[str, int, int]]:
     """Status changes from the bus until every expected one was seen."""
     changes: set[tuple[str, int, int]] = set()

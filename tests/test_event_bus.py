@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 from pathlib import Path
 
 import grpc
@@ -32,7 +32,7 @@ def partner_created(namespace: str) -> partners_pb2.PartnerCreatedEvent:
     )
 
 
-async def take(stream: AsyncIterator[events_pb2.Event], count: int) -> list[events_pb2.Event]:
+async def take(stream: AsyncIterable[events_pb2.Event], count: int) -> list[events_pb2.Event]:
     got = []
     async for event in stream:
         got.append(event)
@@ -104,7 +104,7 @@ async def test_named_listeners_share_each_event_once(mesh: Mesh, admin: MeshClie
     one, two = admin.bus.Subscribe(request), admin.bus.Subscribe(request)
     got: list[events_pb2.Event] = []
 
-    async def drain(stream: AsyncIterator[events_pb2.Event]) -> None:
+    async def drain(stream: AsyncIterable[events_pb2.Event]) -> None:
         async for event in stream:
             got.append(event)
             if len(got) >= 6:

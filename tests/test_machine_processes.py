@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -57,7 +57,7 @@ def machines() -> Iterator[dict[str, MachineProcess]]:
 @pytest.fixture
 async def stubs(machines: dict[str, MachineProcess]) -> AsyncIterator[dict[str, Stub]]:
     channels = {kind: channel(m.address) for kind, m in machines.items()}
-    yield {kind: cast("Stub", program_runner_pb2_grpc.ProgramRunnerStub(ch)) for kind, ch in channels.items()}
+    yield {kind: program_runner_pb2_grpc.ProgramRunnerStub(ch) for kind, ch in channels.items()}
     for ch in channels.values():
         await ch.close()
 
@@ -201,7 +201,7 @@ async def test_sigterm_mid_run_fails_the_run_for_its_watcher_and_exits_cleanly()
     signalled = False
     try:
         ch = channel(machine.address)
-        stub = cast("Stub", program_runner_pb2_grpc.ProgramRunnerStub(ch))
+        stub = program_runner_pb2_grpc.ProgramRunnerStub(ch)
         run = await stub.Run(run_request("vending"), timeout=5)  # waits for a takeout that never comes
         call = stub.Watch(pb.WatchRequest(run=run.name), timeout=15)
         await read_until(call, "brewing_finished")

@@ -36,7 +36,7 @@ async def serving(machine: Machine) -> AsyncIterator[Stub]:
     port = await machine.start("127.0.0.1:0")
     ch = channel(f"127.0.0.1:{port}")
     try:
-        yield cast("Stub", program_runner_pb2_grpc.ProgramRunnerStub(ch))
+        yield program_runner_pb2_grpc.ProgramRunnerStub(ch)
     finally:
         await ch.close()
         await machine.stop(grace=1)
@@ -236,7 +236,7 @@ async def test_run_returns_once_the_handler_reached_its_first_pause() -> None:
 
     handlers.register("simple", handler)
     servicer = ProgramRunnerServicer(handlers, RunStore(), Shutdown())
-    context = cast("grpc.aio.ServicerContext[Any, Any]", None)  # Run does not use it
+    context = cast("grpc.aio.ServicerContext[pb.RunRequest, pb.ProgramRun]", None)  # Run does not use it
     run = await servicer.Run(run_request("r1"), context)
     record = servicer.store.get("r1")
     assert record is not None and record.execution is not None
@@ -450,7 +450,7 @@ async def test_stopping_the_machine_fails_running_runs_and_ends_their_watchers()
     port = await machine.start()
     ch = channel(f"127.0.0.1:{port}")
     try:
-        stub = cast("Stub", program_runner_pb2_grpc.ProgramRunnerStub(ch))
+        stub = program_runner_pb2_grpc.ProgramRunnerStub(ch)
         await stub.Run(run_request("r1"), timeout=5)
         call = stub.Watch(pb.WatchRequest(run="programRuns/r1"), timeout=10)
         first = await call.read()

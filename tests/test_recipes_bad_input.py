@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import grpc
 from google.protobuf import field_mask_pb2
 
@@ -184,7 +186,7 @@ async def test_several_bad_fields_are_all_listed(partner: PartnerClient) -> None
 async def test_nasty_names_are_invalid_or_not_found_never_internal(anonymous: MeshClient) -> None:
     ok = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
     for text in NASTY:
-        calls = [
+        calls: list[Awaitable[object]] = [
             anonymous.recipes.GetRecipe(rpb.GetRecipeRequest(name=text)),
             anonymous.recipes.GetRecipeL10n(rpb.GetRecipeL10nRequest(name=text)),
             anonymous.layouts.GetLayout(lpb.GetLayoutRequest(name=text)),

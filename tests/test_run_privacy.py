@@ -3,7 +3,7 @@ another partner's run (Run, GetRun, Watch, Signal) answers differently from an i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -64,7 +64,7 @@ async def answer(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.OK, ""
 
 
-async def _read_all(stream: AsyncIterator[run_pb.ProgramEvent]) -> None:
+async def _read_all(stream: AsyncIterable[run_pb.ProgramEvent]) -> None:
     async for _ in stream:
         pass
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+from collections.abc import AsyncIterable
 from contextlib import closing
 from pathlib import Path
 
@@ -81,8 +82,8 @@ async def test_stop_ends_open_streams_with_unavailable_and_finishes_calls(mesh: 
     assert "resume with after_id" in (ended.value.details() or "")
 
 
-async def _drain(stream: object) -> None:
-    async for _ in stream:  # type: ignore[attr-defined]
+async def _drain(stream: AsyncIterable[object]) -> None:
+    async for _ in stream:
         pass
 
 

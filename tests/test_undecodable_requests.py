@@ -37,12 +37,15 @@ def recipe_with_a_struct_50_deep() -> bytes:
 async def raw_call(port: int, method: str, body: bytes, key: str | None = None) -> grpc.aio.AioRpcError:
     metadata = (("authorization", f"Bearer {key}"),) if key else ()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        # No serializers: the body goes as it is, and answers come back as bytes.
+        stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(method)
+        unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
         try:
             if method == SUBSCRIBE:
-                async for _ in channel.unary_stream(method)(body, metadata=metadata, timeout=5):
+                async for _ in stream(body, metadata=metadata, timeout=5):
                     pass
             else:
-                await channel.unary_unary(method)(body, metadata=metadata, timeout=5)
+                await unary(body, metadata=metadata, timeout=5)
         except grpc.aio.AioRpcError as error:
             return error
     raise AssertionError(f"{method} accepted {body!r}")

@@ -12,7 +12,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import TypeAlias, TypeVar
 
 import grpc
 
@@ -36,7 +36,10 @@ from brewmesh.server import Shutdown
 from brewmesh.struct_values import check_struct, from_struct
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ProgramRunner"].full_name
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+Context: TypeAlias = grpc.aio.ServicerContext[_Req, _Resp]
+"""A servicer method's context: `Context[Request, Response]`."""
 
 PROGRAM_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 MACHINE_RE = re.compile(r"partners/[a-z][a-z0-9-]{1,62}/coffeeMachines/[a-z0-9_-]{1,63}")
@@ -49,7 +52,9 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         self.store = store
         self.shutdown = shutdown
 
-    async def Run(self, request: pb.RunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
+    async def Run(  # noqa: N802
+        self, request: pb.RunRequest, context: Context[pb.RunRequest, pb.ProgramRun]
+    ) -> pb.ProgramRun:
         run_id, registration = self._check_run(request)
         normalised = _normalised(request, run_id, registration.api_type)
         existing = self.store.get(run_id)
@@ -64,14 +69,20 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         await asyncio.sleep(0)
         return run.to_proto()
 
-    async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:  # noqa: N802
+    async def ListRuns(  # noqa: N802
+        self, request: pb.ListRunsRequest, context: Context[pb.ListRunsRequest, pb.ListRunsResponse]
+    ) -> pb.ListRunsResponse:
         """A machine need not list its runs (UNIMPLEMENTED): the mesh's runner lists every run."""
         raise Unimplemented("a machine does not list its runs: ask the mesh's ProgramRunner.ListRuns")
 
-    async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
+    async def GetRun(  # noqa: N802
+        self, request: pb.GetRunRequest, context: Context[pb.GetRunRequest, pb.ProgramRun]
+    ) -> pb.ProgramRun:
         return self._find("name", request.name).to_proto()
 
-    async def Watch(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.ProgramEvent]:  # noqa: N802
+    async def Watch(  # noqa: N802
+        self, request: pb.WatchRequest, context: Context[pb.WatchRequest, pb.ProgramEvent]
+    ) -> AsyncIterator[pb.ProgramEvent]:
         run = self._find("run", request.run)
         v = Violations()
         if request.after_sequence < 0:
@@ -96,7 +107,9 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
                 raise Unavailable(f"the machine is shutting down: resume with after_sequence={sent}")
             await run.changed()
 
-    async def Signal(self, request: pb.SignalRequest, context: Context) -> pb.SignalResponse:  # noqa: N802
+    async def Signal(  # noqa: N802
+        self, request: pb.SignalRequest, context: Context[pb.SignalRequest, pb.SignalResponse]
+    ) -> pb.SignalResponse:
         v = Violations()
         run_id = _check_run_name(v, "run", request.run)
         _check_signal_event(v, request.event)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import grpc
 
@@ -18,7 +18,10 @@ from brewmesh.services.partners.machines import CoffeeMachine, MachineSpec
 from brewmesh.storage import Tx
 
 API = partners_pb2.DESCRIPTOR.services_by_name["PartnerService"].full_name
-Context: TypeAlias = grpc.aio.ServicerContext
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+Context: TypeAlias = grpc.aio.ServicerContext[_Req, _Resp]
+"""A servicer method's context: `Context[Request, Response]`."""
 
 
 def machine_proto(machine: CoffeeMachine, full: bool = False) -> partners_pb2.CoffeeMachine:
@@ -80,7 +83,9 @@ class FleetRpcs:
     on_fleet_put: Callable[[], None]
 
     async def PutCoffeeMachines(  # noqa: N802
-        self, request: partners_pb2.PutCoffeeMachinesRequest, context: Context
+        self,
+        request: partners_pb2.PutCoffeeMachinesRequest,
+        context: Context[partners_pb2.PutCoffeeMachinesRequest, partners_pb2.PutCoffeeMachinesResponse],
     ) -> partners_pb2.PutCoffeeMachinesResponse:
         v = Violations()
         namespace = partners.parse_partner_name(v, "parent", request.parent)
@@ -103,7 +108,9 @@ class FleetRpcs:
         return partners_pb2.PutCoffeeMachinesResponse(coffee_machines=[machine_proto(m) for m in fleet])
 
     async def GetCoffeeMachine(  # noqa: N802
-        self, request: partners_pb2.GetCoffeeMachineRequest, context: Context
+        self,
+        request: partners_pb2.GetCoffeeMachineRequest,
+        context: Context[partners_pb2.GetCoffeeMachineRequest, partners_pb2.CoffeeMachine],
     ) -> partners_pb2.CoffeeMachine:
         v = Violations()
         parsed = machines.parse_machine_name(v, "name", request.name)
@@ -116,7 +123,9 @@ class FleetRpcs:
         return machine_proto(machine, full)
 
     async def ListCoffeeMachines(  # noqa: N802
-        self, request: partners_pb2.ListCoffeeMachinesRequest, context: Context
+        self,
+        request: partners_pb2.ListCoffeeMachinesRequest,
+        context: Context[partners_pb2.ListCoffeeMachinesRequest, partners_pb2.ListCoffeeMachinesResponse],
     ) -> partners_pb2.ListCoffeeMachinesResponse:
         v = Violations()
         namespace = partners.parse_partner_name(v, "parent", request.parent)

@@ -42,7 +42,9 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         self.on_fleet_put = on_fleet_put
 
     async def CreatePartner(  # noqa: N802
-        self, request: partners_pb2.CreatePartnerRequest, context: Context
+        self,
+        request: partners_pb2.CreatePartnerRequest,
+        context: Context[partners_pb2.CreatePartnerRequest, partners_pb2.CreatePartnerResponse],
     ) -> partners_pb2.CreatePartnerResponse:
         await self.rt.auth.require_admin(context)
         partners.validate_new_partner(request.namespace, request.partner.display_name)
@@ -57,7 +59,9 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         return partners_pb2.CreatePartnerResponse(partner=partner_proto(partner), api_key=key)
 
     async def RotatePartnerKey(  # noqa: N802
-        self, request: partners_pb2.RotatePartnerKeyRequest, context: Context
+        self,
+        request: partners_pb2.RotatePartnerKeyRequest,
+        context: Context[partners_pb2.RotatePartnerKeyRequest, partners_pb2.RotatePartnerKeyResponse],
     ) -> partners_pb2.RotatePartnerKeyResponse:
         v = Violations()
         namespace = partners.parse_partner_name(v, "name", request.name)
@@ -85,7 +89,9 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         )
 
     async def GetCaller(  # noqa: N802
-        self, request: partners_pb2.GetCallerRequest, context: Context
+        self,
+        request: partners_pb2.GetCallerRequest,
+        context: Context[partners_pb2.GetCallerRequest, partners_pb2.Caller],
     ) -> partners_pb2.Caller:
         grant = await self.rt.auth.require_grant(context)
         principal = grant.principal
@@ -95,7 +101,9 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         return caller
 
     async def GetPartner(  # noqa: N802
-        self, request: partners_pb2.GetPartnerRequest, context: Context
+        self,
+        request: partners_pb2.GetPartnerRequest,
+        context: Context[partners_pb2.GetPartnerRequest, partners_pb2.Partner],
     ) -> partners_pb2.Partner:
         v = Violations()
         namespace = partners.parse_partner_name(v, "name", request.name)
@@ -104,7 +112,9 @@ class PartnerServicer(FleetRpcs, partners_pb2_grpc.PartnerServiceServicer):
         return partner_proto(await self.rt.store.lookup(lambda tx: partners.get_partner(tx, namespace)))
 
     async def ListPartners(  # noqa: N802
-        self, request: partners_pb2.ListPartnersRequest, context: Context
+        self,
+        request: partners_pb2.ListPartnersRequest,
+        context: Context[partners_pb2.ListPartnersRequest, partners_pb2.ListPartnersResponse],
     ) -> partners_pb2.ListPartnersResponse:
         v = Violations()
         shown, token = await read_page(

@@ -23,7 +23,9 @@ class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
         self.cache = cache
 
     async def PutVolumeFormatter(  # noqa: N802
-        self, request: formatters_pb2.PutVolumeFormatterRequest, context: Context
+        self,
+        request: formatters_pb2.PutVolumeFormatterRequest,
+        context: Context[formatters_pb2.PutVolumeFormatterRequest, formatters_pb2.VolumeFormatter],
     ) -> formatters_pb2.VolumeFormatter:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
@@ -34,14 +36,20 @@ class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
         return convert.formatter_proto(put)
 
     async def GetVolumeFormatter(  # noqa: N802
-        self, request: formatters_pb2.GetVolumeFormatterRequest, context: Context
+        self,
+        request: formatters_pb2.GetVolumeFormatterRequest,
+        context: Context[formatters_pb2.GetVolumeFormatterRequest, formatters_pb2.VolumeFormatter],
     ) -> formatters_pb2.VolumeFormatter:
         v = Violations()
         locale = checked(v, formatters.parse_formatter_name(v, "name", request.name))
         return convert.formatter_proto(await self.rt.store.lookup(lambda tx: formatters.get(tx, locale)))
 
     async def ListVolumeFormatters(  # noqa: N802
-        self, request: formatters_pb2.ListVolumeFormattersRequest, context: Context
+        self,
+        request: formatters_pb2.ListVolumeFormattersRequest,
+        context: Context[
+            formatters_pb2.ListVolumeFormattersRequest, formatters_pb2.ListVolumeFormattersResponse
+        ],
     ) -> formatters_pb2.ListVolumeFormattersResponse:
         v = Violations()
         language = request.language_code
@@ -58,7 +66,9 @@ class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
         )
 
     async def DeleteVolumeFormatter(  # noqa: N802
-        self, request: formatters_pb2.DeleteVolumeFormatterRequest, context: Context
+        self,
+        request: formatters_pb2.DeleteVolumeFormatterRequest,
+        context: Context[formatters_pb2.DeleteVolumeFormatterRequest, empty_pb2.Empty],
     ) -> empty_pb2.Empty:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
@@ -67,7 +77,9 @@ class FormatterServicer(formatters_pb2_grpc.FormatterServiceServicer):
         return empty_pb2.Empty()
 
     async def FormatVolume(  # noqa: N802
-        self, request: formatters_pb2.FormatVolumeRequest, context: Context
+        self,
+        request: formatters_pb2.FormatVolumeRequest,
+        context: Context[formatters_pb2.FormatVolumeRequest, formatters_pb2.FormatVolumeResponse],
     ) -> formatters_pb2.FormatVolumeResponse:
         v = Violations()
         formatters.check_volume(v, "volume_ml", request.volume_ml)

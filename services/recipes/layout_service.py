@@ -20,7 +20,9 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
         self.announce = announce
 
     async def CreateLayout(  # noqa: N802
-        self, request: layouts_pb2.CreateLayoutRequest, context: Context
+        self,
+        request: layouts_pb2.CreateLayoutRequest,
+        context: Context[layouts_pb2.CreateLayoutRequest, layouts_pb2.Layout],
     ) -> layouts_pb2.Layout:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
@@ -33,14 +35,18 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
         return convert.layout_proto(layout)
 
     async def GetLayout(  # noqa: N802
-        self, request: layouts_pb2.GetLayoutRequest, context: Context
+        self,
+        request: layouts_pb2.GetLayoutRequest,
+        context: Context[layouts_pb2.GetLayoutRequest, layouts_pb2.Layout],
     ) -> layouts_pb2.Layout:
         v = Violations()
         layout_id = checked(v, layouts.parse_layout_name(v, "name", request.name))
         return convert.layout_proto(await self.rt.store.lookup(lambda tx: layouts.get(tx, layout_id)))
 
     async def ListLayouts(  # noqa: N802
-        self, request: layouts_pb2.ListLayoutsRequest, context: Context
+        self,
+        request: layouts_pb2.ListLayoutsRequest,
+        context: Context[layouts_pb2.ListLayoutsRequest, layouts_pb2.ListLayoutsResponse],
     ) -> layouts_pb2.ListLayoutsResponse:
         v = Violations()
         kind = request.kind
@@ -57,7 +63,9 @@ class LayoutServicer(layouts_pb2_grpc.LayoutServiceServicer):
         )
 
     async def CheckRecipe(  # noqa: N802
-        self, request: layouts_pb2.CheckRecipeRequest, context: Context
+        self,
+        request: layouts_pb2.CheckRecipeRequest,
+        context: Context[layouts_pb2.CheckRecipeRequest, layouts_pb2.CheckRecipeResponse],
     ) -> layouts_pb2.CheckRecipeResponse:
         v = Violations()
         parsed_recipe = recipes.parse_recipe_name(v, "recipe", request.recipe)

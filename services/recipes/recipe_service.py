@@ -27,7 +27,9 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         self.recipe_cache = recipe_cache
 
     async def CreateRecipe(  # noqa: N802
-        self, request: recipes_pb2.CreateRecipeRequest, context: Context
+        self,
+        request: recipes_pb2.CreateRecipeRequest,
+        context: Context[recipes_pb2.CreateRecipeRequest, recipes_pb2.Recipe],
     ) -> recipes_pb2.Recipe:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
@@ -40,14 +42,18 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         return convert.recipe_proto(recipe)
 
     async def GetRecipe(  # noqa: N802
-        self, request: recipes_pb2.GetRecipeRequest, context: Context
+        self,
+        request: recipes_pb2.GetRecipeRequest,
+        context: Context[recipes_pb2.GetRecipeRequest, recipes_pb2.Recipe],
     ) -> recipes_pb2.Recipe:
         v = Violations()
         recipe_id = checked(v, recipes.parse_recipe_name(v, "name", request.name))
         return await self.recipe_cache.get(recipe_id)
 
     async def ListRecipes(  # noqa: N802
-        self, request: recipes_pb2.ListRecipesRequest, context: Context
+        self,
+        request: recipes_pb2.ListRecipesRequest,
+        context: Context[recipes_pb2.ListRecipesRequest, recipes_pb2.ListRecipesResponse],
     ) -> recipes_pb2.ListRecipesResponse:
         v = Violations()
         namespace = request.namespace
@@ -64,7 +70,9 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         )
 
     async def UpdateRecipe(  # noqa: N802
-        self, request: recipes_pb2.UpdateRecipeRequest, context: Context
+        self,
+        request: recipes_pb2.UpdateRecipeRequest,
+        context: Context[recipes_pb2.UpdateRecipeRequest, recipes_pb2.Recipe],
     ) -> recipes_pb2.Recipe:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
@@ -81,7 +89,9 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         return convert.recipe_proto(recipe)
 
     async def DeleteRecipe(  # noqa: N802
-        self, request: recipes_pb2.DeleteRecipeRequest, context: Context
+        self,
+        request: recipes_pb2.DeleteRecipeRequest,
+        context: Context[recipes_pb2.DeleteRecipeRequest, empty_pb2.Empty],
     ) -> empty_pb2.Empty:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
@@ -91,7 +101,9 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         return empty_pb2.Empty()
 
     async def PutRecipeL10n(  # noqa: N802
-        self, request: recipes_pb2.PutRecipeL10nRequest, context: Context
+        self,
+        request: recipes_pb2.PutRecipeL10nRequest,
+        context: Context[recipes_pb2.PutRecipeL10nRequest, recipes_pb2.RecipeL10n],
     ) -> recipes_pb2.RecipeL10n:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
@@ -105,14 +117,18 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         return convert.l10n_proto(put)
 
     async def GetRecipeL10n(  # noqa: N802
-        self, request: recipes_pb2.GetRecipeL10nRequest, context: Context
+        self,
+        request: recipes_pb2.GetRecipeL10nRequest,
+        context: Context[recipes_pb2.GetRecipeL10nRequest, recipes_pb2.RecipeL10n],
     ) -> recipes_pb2.RecipeL10n:
         v = Violations()
         recipe_id, locale = checked(v, l10n.parse_l10n_name(v, "name", request.name))
         return convert.l10n_proto(await self.rt.store.lookup(lambda tx: l10n.get(tx, recipe_id, locale)))
 
     async def BuildRecipe(  # noqa: N802
-        self, request: recipes_pb2.BuildRecipeRequest, context: Context
+        self,
+        request: recipes_pb2.BuildRecipeRequest,
+        context: Context[recipes_pb2.BuildRecipeRequest, recipes_pb2.BuildRecipeResponse],
     ) -> recipes_pb2.BuildRecipeResponse:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
@@ -122,7 +138,9 @@ class RecipeServicer(recipes_pb2_grpc.RecipeServiceServicer):
         return convert.built_proto(built)
 
     async def SearchRecipes(  # noqa: N802
-        self, request: recipes_pb2.SearchRecipesRequest, context: Context
+        self,
+        request: recipes_pb2.SearchRecipesRequest,
+        context: Context[recipes_pb2.SearchRecipesRequest, recipes_pb2.SearchRecipesResponse],
     ) -> recipes_pb2.SearchRecipesResponse:
         v = Violations()
         given = search.SearchInput(

@@ -9,7 +9,10 @@ import grpc
 from brewmesh.errors import Violations
 
 T = TypeVar("T")
-Context: TypeAlias = grpc.aio.ServicerContext
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+Context: TypeAlias = grpc.aio.ServicerContext[_Req, _Resp]
+"""A servicer method's context: `Context[Request, Response]`."""
 
 
 def checked(v: Violations, value: T | None) -> T:

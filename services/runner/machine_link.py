@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 import grpc
@@ -34,7 +34,7 @@ class MachineLink:
         self._interceptors = list(interceptors)
         self._channels: dict[tuple[str, bool, str], grpc.aio.Channel] = {}
 
-    def _stub(self, target: MachineTarget) -> Any:
+    def _stub(self, target: MachineTarget) -> program_runner_pb2_grpc.ProgramRunnerAsyncStub:
         key = (target.endpoint, target.tls, target.caller_token)
         if key not in self._channels:
             credentials = self._tls if target.tls else None
@@ -63,10 +63,9 @@ class MachineLink:
     async def get_run(self, run: ProgramRun, timeout: float) -> pb.ProgramRun:
         return await self._stub(run.target).GetRun(pb.GetRunRequest(name=run.name), timeout=timeout)
 
-    def watch(self, run: ProgramRun, after: int) -> AsyncIterator[pb.ProgramEvent]:
+    def watch(self, run: ProgramRun, after: int) -> AsyncIterable[pb.ProgramEvent]:
         request = pb.WatchRequest(run=run.name, after_sequence=after)
-        stream: AsyncIterator[pb.ProgramEvent] = self._stub(run.target).Watch(request)
-        return stream
+        return self._stub(run.target).Watch(request)
 
     async def signal(
         self, run: ProgramRun, event: str, attributes: dict[str, Any], timeout: float

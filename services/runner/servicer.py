@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import TypeAlias, TypeVar
 
 import grpc
 
@@ -45,7 +45,10 @@ from brewmesh.services.runner.run_protos import run_proto
 from brewmesh.storage import Conflict, Tx
 from brewmesh.struct_values import check_struct
 
-Context: TypeAlias = grpc.aio.ServicerContext
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+Context: TypeAlias = grpc.aio.ServicerContext[_Req, _Resp]
+"""A servicer method's context: `Context[Request, Response]`."""
 
 
 class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
@@ -65,7 +68,9 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         self.feed = feed
         self.follower = follower
 
-    async def Run(self, request: pb.RunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
+    async def Run(  # noqa: N802
+        self, request: pb.RunRequest, context: Context[pb.RunRequest, pb.ProgramRun]
+    ) -> pb.ProgramRun:
         principal = await self.rt.auth.require_any(context)
         asked = _check_run_request(request)
         check_namespace_access(principal, machine_namespace(asked.machine))
@@ -115,11 +120,15 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         self.follower.follow(run.key, started=True)
         return await self.rt.store.lookup(lambda tx: run_store.get_run(tx, run.key))
 
-    async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.ProgramRun:  # noqa: N802
+    async def GetRun(  # noqa: N802
+        self, request: pb.GetRunRequest, context: Context[pb.GetRunRequest, pb.ProgramRun]
+    ) -> pb.ProgramRun:
         run = await self._visible_run(context, "name", request.name)
         return run_proto(run)
 
-    async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:  # noqa: N802
+    async def ListRuns(  # noqa: N802
+        self, request: pb.ListRunsRequest, context: Context[pb.ListRunsRequest, pb.ListRunsResponse]
+    ) -> pb.ListRunsResponse:
         principal = await self.rt.auth.require_any(context)
         v = Violations()
         if request.machine:
@@ -138,7 +147,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         return pb.ListRunsResponse(program_runs=[run_proto(run) for run in shown], next_page_token=token)
 
     async def Watch(  # noqa: N802
-        self, request: pb.WatchRequest, context: Context
+        self, request: pb.WatchRequest, context: Context[pb.WatchRequest, pb.ProgramEvent]
     ) -> AsyncIterator[pb.ProgramEvent]:
         if request.after_sequence < 0:
             v = Violations()
@@ -163,7 +172,9 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
                 grpc.StatusCode.UNAVAILABLE, "the runner is shutting down: resume with after_sequence"
             )
 
-    async def Signal(self, request: pb.SignalRequest, context: Context) -> pb.SignalResponse:  # noqa: N802
+    async def Signal(  # noqa: N802
+        self, request: pb.SignalRequest, context: Context[pb.SignalRequest, pb.SignalResponse]
+    ) -> pb.SignalResponse:
         v = Violations()
         check_event_name(v, "event", request.event)
         if request.event in {*LIFECYCLE, "context_set"}:
@@ -189,7 +200,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             return pb.SignalResponse(sequence=sequence, forwarded=False, handled=False)
         return pb.SignalResponse(sequence=sequence, forwarded=True, handled=reply.handled)
 
-    async def _visible_run(self, context: Context, field_path: str, name: str) -> ProgramRun:
+    async def _visible_run(self, context: Context[_Req, _Resp], field_path: str, name: str) -> ProgramRun:
         """The run `name` names for the caller of GetRun, Watch or Signal (see `_find_visible`)."""
         principal = await self.rt.auth.require_any(context)
         v = Violations()
@@ -271,7 +282,7 @@ def _same_run(existing: ProgramRun, asked: RunRequest) -> ProgramRun:
     return existing
 
 
-def _budget(context: Any) -> float:
+def _budget(context: Context[_Req, _Resp]) -> float:
     """Time for one downstream call: what is left of the caller's deadline, at most 5 s."""
     remaining = context.time_remaining()
     if remaining is None:

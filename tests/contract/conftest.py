@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -49,7 +49,7 @@ def target(request: pytest.FixtureRequest) -> RunnerTarget:
 async def runner(target: RunnerTarget) -> AsyncIterator[Stub]:
     ch = channel(target.address, target.key)
     # The stubs' overloads pick the sync type for an aio channel; it is the async one.
-    yield cast("Stub", program_runner_pb2_grpc.ProgramRunnerStub(ch))
+    yield program_runner_pb2_grpc.ProgramRunnerStub(ch)
     await ch.close()
 
 

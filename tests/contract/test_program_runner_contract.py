@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -51,9 +52,9 @@ async def finished_run(runs: Runs, runner: Stub) -> tuple[pb.ProgramRun, list[pb
     return run, await watch(runner, run.name)
 
 
-async def status_of(call: object) -> grpc.aio.AioRpcError:
+async def status_of(call: Awaitable[object]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call  # type: ignore[misc]
+        await call
     return raised.value
 
 
