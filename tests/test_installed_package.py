@@ -4,7 +4,8 @@ The wheel holds the generated stubs (built during the build, as in a fresh
 clone) with their .pyi types and py.typed, and no top-level package but
 `brewmesh` (the services/ folder is `brewmesh.services`). Installed with pip
 into a new venv, its `brewmesh` command starts the mesh, and a Python client
-makes a typed call.
+makes a call that `mypy --strict` checks against the installed types (the `typed`
+extra).
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ async def main() -> None:
         print(",".join(api.name for api in apis.apis))
 
 asyncio.run(main())
+"""
+MISUSE = """
+from brewmesh.client import MeshClient
+from brewmesh.recipes.v1 import recipes_pb2
+
+
+async def misuse(mesh: MeshClient) -> int:
+    recipe = await mesh.recipes.GetRecipe(recipes_pb2.ListRecipesRequest())
+    return recipe.no_such_field
 """
 
 
@@ -82,7 +92,7 @@ def test_the_installed_command_serves_and_a_typed_client_calls_it(
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     installed = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", str(wheel[0])],
+        [str(venv / "bin" / "pip"), "install", "-q", f"{wheel[0]}[typed]"],
         capture_output=True, text=True, timeout=BUILD_SECONDS, check=False,
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr[-3000:]
@@ -107,3 +117,26 @@ def test_the_installed_command_serves_and_a_typed_client_calls_it(
         mesh.communicate(timeout=30)
     assert called.returncode == 0, called.stderr
     assert "brewmesh.recipes.v1.RecipeService" in called.stdout.split(",")
+
+    # What the client developer's type checker sees: the installed stubs, typed with the extra.
+    assert type_check(CLIENT, venv, tmp_path).returncode == 0
+    misused = type_check(MISUSE, venv, tmp_path)
+    assert 'incompatible type "ListRecipesRequest"; expected "GetRecipeRequest"' in misused.stdout
+    assert '"Recipe" has no attribute "no_such_field"' in misused.stdout
+
+
+def type_check(source: str, venv: Path, directory: Path) -> subprocess.CompletedProcess[str]:
+    """`mypy --strict` on `source` against what `venv` has installed (mypy itself is this checkout's)."""
+    path = directory / "client_code.py"
+    path.write_text(source)
+    mypy, python = Path(sys.executable).parent / "mypy", venv / "bin" / "python"
+    command = [
+        str(mypy),
+        "--strict",
+        "--python-executable",
+        str(python),
+        "--cache-dir",
+        str(directory / "cache"),
+        str(path),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, cwd=directory, timeout=300, check=False)
