@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,12 +79,39 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]
 
 def test_the_wheel_holds_the_stubs_and_only_brewmesh(wheel: tuple[Path, str]) -> None:
     path, output = wheel
+    assert_holds_the_stubs_and_only_brewmesh(path)
+    assert "would be ignored" not in output  # setuptools' warning for data in an unlisted package
+
+
+def assert_holds_the_stubs_and_only_brewmesh(path: Path) -> None:
     names = zipfile.ZipFile(path).namelist()
     assert {n.split("/")[0] for n in names} == {"brewmesh", f"{path.name.split('-py3')[0]}.dist-info"}
     for module in ("recipes/v1/recipes_pb2", "runner/v1/program_runner_pb2_grpc", "bus/v1/events_pb2"):
         assert f"brewmesh/{module}.py" in names and f"brewmesh/{module}.pyi" in names
     assert "brewmesh/py.typed" in names and "brewmesh/services/runner/servicer.py" in names
-    assert "would be ignored" not in output  # setuptools' warning for data in an unlisted package
+
+
+def test_the_sdist_builds_the_same_wheel_from_its_protos(tmp_path: Path) -> None:
+    """`python -m build`'s sdist carries the protos and the script that turns them into stubs."""
+    source, dist = _tracked_copy(tmp_path / "source"), tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o", str(dist), str(source)],
+        capture_output=True, text=True, timeout=BUILD_SECONDS, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    [sdist] = dist.glob("brewmesh-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert {"protos/brewmesh/recipes/v1/recipes.proto", "scripts/build_protos.py", "setup.py"} <= names
+    assert not {n for n in names if n.startswith(("tests/", "bench/", "brewmesh/recipes/v1/"))}
+    wheeled = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "wheel"), str(sdist)],
+        capture_output=True, text=True, timeout=BUILD_SECONDS, check=False,
+    )  # fmt: skip
+    assert wheeled.returncode == 0, wheeled.stdout[-3000:] + wheeled.stderr[-3000:]
+    [wheel] = (tmp_path / "wheel").glob("brewmesh-*.whl")
+    assert_holds_the_stubs_and_only_brewmesh(wheel)
 
 
 def test_the_installed_command_serves_and_a_typed_client_calls_it(
