@@ -12,6 +12,7 @@ import json
 import os
 
 from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
+from brewmesh.recipes.v1 import recipes_pb2
 from tests.conftest import BIN, MeshUnderTest, PartnerClient
 from tests.fleet import create_recipe
 
@@ -102,3 +103,31 @@ async def test_tail_refuses_an_unknown_api_in_one_line(mesh: MeshUnderTest, part
         "events", "tail", "--address", address(mesh), "--api", "brewmesh.nope.v1.Nope", key=partner.key
     )
     assert code != 0 and "is not an API of this mesh" in err and len(err.strip().splitlines()) == 1
+
+
+async def test_events_tail_after_an_id_starts_with_the_next_event(
+    mesh: MeshUnderTest, partner: PartnerClient
+) -> None:
+    first = await create_recipe(partner.client, partner.namespace, "first")
+    second = await create_recipe(partner.client, partner.namespace, "second")
+    stream = partner.client.bus.Subscribe(
+        bus_pb.SubscribeRequest(api=RECIPES, event_types=["recipe_created"])
+    )
+    async with asyncio.timeout(WAIT_SECONDS):
+        async for event in stream:
+            if recipes_pb2.RecipeCreatedEvent.FromString(event.payload.value).recipe.name == first:
+                break
+    stream.cancel()
+    tail = await brewmesh(
+        "events", "tail", "--address", address(mesh), "--api", RECIPES, "--after", event.id, "--json",
+        key=partner.key,
+    )  # fmt: skip
+    try:
+        assert tail.stdout is not None
+        async with asyncio.timeout(WAIT_SECONDS):
+            line = await tail.stdout.readline()
+    finally:
+        tail.terminate()
+        await tail.wait()
+    printed = json.loads(line)
+    assert printed["type"] == "recipe_created" and printed["payload"]["recipe"]["name"] == second

@@ -1,9 +1,10 @@
 """ProgramRunner.ListRuns: a partner pages through its own runs, by machine or state; the admin
-lists every run; `brewmesh runs list` shows them."""
+lists every run; `brewmesh runs list|get|watch` show them."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 
@@ -125,3 +126,28 @@ async def test_brewmesh_runs_list_shows_them(
     lines = out.decode().splitlines()
     assert process.returncode == 0 and lines[0].split() == ["NAME", "MACHINE", "RECIPE", "STATE", "UPDATED"]
     assert [line.split()[0] for line in lines[1:]] == ["programRuns/c"] and "failed" in lines[1]
+
+
+async def test_brewmesh_runs_get_and_watch_show_one_run(
+    runs: tuple[str, str], mesh: MeshUnderTest, partner: PartnerClient
+) -> None:
+    env = {**os.environ, "BREWMESH_KEY": partner.key}
+    target = ("--address", f"127.0.0.1:{mesh.port}")
+
+    async def brewmesh(*args: str) -> tuple[int | None, str]:
+        process = await asyncio.create_subprocess_exec(
+            str(BIN / "brewmesh"), *args, *target, env=env, stdout=asyncio.subprocess.PIPE
+        )
+        async with asyncio.timeout(30):
+            out, _ = await process.communicate()
+        return process.returncode, out.decode()
+
+    code, shown = await brewmesh("runs", "get", "c")
+    run = json.loads(shown)
+    assert code == 0 and run["name"] == "programRuns/c" and run["state"] == "STATE_FAILED"
+    # The run has ended: watch prints every event, one JSON object a line, and exits.
+    code, watched = await brewmesh("runs", "watch", "programRuns/c")
+    events = [json.loads(line) for line in watched.splitlines()]
+    assert code == 0 and events[0]["event"] == "run_requested" and events[-1]["event"] == "failed"
+    code, resumed = await brewmesh("runs", "watch", "c", "--after-sequence", events[0]["sequence"])
+    assert code == 0 and [json.loads(line) for line in resumed.splitlines()] == events[1:]

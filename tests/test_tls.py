@@ -256,6 +256,24 @@ def test_grpcurl_lists_and_calls_a_tls_mesh_given_its_ca(tmp_path: Path, certs: 
         assert plaintext.returncode != 0
 
 
+def test_the_inspection_commands_reach_a_tls_mesh_given_its_ca(tmp_path: Path, certs: Certificates) -> None:
+    tls_args = ["--tls-cert", str(certs.mesh.cert), "--tls-key", str(certs.mesh.key)]
+    up = ["up", "--data-dir", str(tmp_path / "data"), *tls_args]
+    with serving(up, certs.client_credentials(), BREWMESH_ADMIN_KEY=ADMIN_KEY) as port:
+
+        def brewmesh(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [str(BIN / "brewmesh"), *args, "--address", f"localhost:{port}", "--key", ADMIN_KEY]
+            return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+        listed = brewmesh("runs", "list", "--tls-ca", str(certs.ca))
+        assert listed.returncode == 0 and listed.stdout.split()[0] == "NAME", listed.stderr
+        lag = brewmesh("events", "lag", "--tls-ca", str(certs.ca), "--json")
+        assert lag.returncode == 0, lag.stderr
+        plaintext = brewmesh("runs", "list")  # a plaintext client to a TLS mesh: refused, in one line
+        assert plaintext.returncode == 1 and "UNAVAILABLE" in plaintext.stderr
+        assert len(plaintext.stderr.strip().splitlines()) == 1
+
+
 def test_separate_service_processes_call_each_other_over_mutual_tls(
     tmp_path: Path, certs: Certificates, distributed_backends: DistributedBackends
 ) -> None:
