@@ -129,6 +129,10 @@ async def test_a_run_moves_the_run_counters(measured: Mesh) -> None:
     text = await scrape(measured, lambda text: value(text, "brewmesh_runs_ended_total", **ended) > 0)
     assert value(text, "brewmesh_runs_started_total") == 1
     assert value(text, "brewmesh_runs_ended_total", **ended) == 1
+    assert value(text, "brewmesh_machine_up", machine=f"{NS}/m1") == 1  # its health check said SERVING
+    # The runner's own call to the machine, counted on the client side.
+    machine_run = {"grpc_service": "brewmesh.runner.v1.ProgramRunner", "grpc_method": "Run"}
+    assert value(text, "grpc_client_handled_total", grpc_code="OK", **machine_run) == 1
 
 
 async def test_service_processes_on_postgresql_and_redis_serve_their_metrics(
