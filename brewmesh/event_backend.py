@@ -232,30 +232,55 @@ class EventBackend(Protocol):
 # -- the outbox: portable SQL in the firing service's store ------------------------------
 
 
-def insert_event(tx: Tx, record: EventRecord) -> int:
-    """Stage `record` as the next event of its API; its sequence number."""
-    row = tx.fetchone(
-        "INSERT INTO bus_heads (api, last_seq) VALUES (?, 1)"
-        " ON CONFLICT (api) DO UPDATE SET last_seq = bus_heads.last_seq + 1 RETURNING last_seq",
-        (record.api,),
-    )
-    assert row is not None
-    seq = int(row["last_seq"])
-    tx.execute(
-        "INSERT INTO bus_events (api, seq, type, scope, payload, time_ns, source, trace)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            record.api,
-            seq,
-            record.type,
-            record.scope,
-            record.payload,
-            record.time_ns,
-            record.source,
-            record.trace,
-        ),
-    )
-    return seq
+class Outbox:
+    """Stages events in the firing service's store, each the next of its API's sequence.
+
+    Taking the next number is the costly part of a fire on SQLite (an upsert
+    with RETURNING: about 15 us). So the outbox remembers the last number it
+    took and claims the next with a plain guarded UPDATE (about 2 us); when
+    another writer took numbers meanwhile (another process, or a rolled-back
+    fire), the guard matches no row and the upsert says where the sequence is.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def insert(self, tx: Tx, record: EventRecord) -> int:
+        """Stage `record` as the next event of its API; its sequence number."""
+        seq = self._next_seq(tx, record.api)
+        tx.execute(
+            "INSERT INTO bus_events (api, seq, type, scope, payload, time_ns, source, trace)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.api,
+                seq,
+                record.type,
+                record.scope,
+                record.payload,
+                record.time_ns,
+                record.source,
+                record.trace,
+            ),
+        )
+        return seq
+
+    def _next_seq(self, tx: Tx, api: str) -> int:
+        last = self._last.get(api)
+        if last is not None and tx.execute(
+            "UPDATE bus_heads SET last_seq = ? WHERE api = ? AND last_seq = ?", (last + 1, api, last)
+        ):
+            seq = last + 1
+        else:
+            row = tx.fetchone(
+                "INSERT INTO bus_heads (api, last_seq) VALUES (?, 1)"
+                " ON CONFLICT (api) DO UPDATE SET last_seq = bus_heads.last_seq + 1 RETURNING last_seq",
+                (api,),
+            )
+            assert row is not None
+            seq = int(row["last_seq"])
+        # A guess for the next fire, whether or not this one commits: a wrong guess only costs the upsert.
+        self._last[api] = seq
+        return seq
 
 
 def to_event(event_id: str, record: EventRecord) -> events_pb2.Event:

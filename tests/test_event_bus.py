@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -12,13 +12,14 @@ import pytest
 from brewmesh.apis import EventRefused
 from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
 from brewmesh.bus.v1 import events_pb2
-from brewmesh.client import MeshClient, field_violations
+from brewmesh.client import MeshClient, connect, field_violations
 from brewmesh.event_backend import PUBLIC
 from brewmesh.events import ReceivedEvent
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.services.partners.component import component as partners_component
 from brewmesh.settings import Settings
+from brewmesh.storage import Tx
 from tests.conftest import create_partner, embedded_only
 from tests.test_recipes_support import logged_events
 
@@ -86,15 +87,53 @@ async def test_subscriber_sees_events_in_order_and_resumes_after_an_id(mesh: Mes
 
 
 async def test_subscriber_receives_events_fired_after_it_subscribed(mesh: Mesh, admin: MeshClient) -> None:
+    await create_partner(mesh, admin, "early-co")
     stream = admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS, new_only=True))
     waiting = asyncio.create_task(take(stream, 1))
-    await asyncio.sleep(0.2)
-    await create_partner(mesh, admin, "late-co")
-    [event] = await asyncio.wait_for(waiting, 5)
+    # Subscribed once the stream is open, which the client cannot see: create until it hears (no sleep).
+    created = 0
+    async with asyncio.timeout(15):
+        while not waiting.done():
+            await create_partner(mesh, admin, f"late-co-{created}")
+            created += 1
+            await asyncio.wait([waiting], timeout=0.5)
+    [event] = waiting.result()
     payload = partners_pb2.PartnerCreatedEvent()
     event.payload.Unpack(payload)
-    assert payload.partner.namespace == "late-co"
+    assert payload.partner.namespace.startswith("late-co-")  # never the event from before it subscribed
     assert "partners" in event.source.rpartition("/")[2].split("+")
+
+
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+async def firing_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Mesh]:
+    """A mesh in this process (its bus at hand) on each store and bus."""
+    engines: dict[str, str] = {}
+    if request.param != "sqlite":
+        engines = {
+            "store": request.getfixturevalue("pg_database"),
+            "bus": request.getfixturevalue("fresh_redis_url"),
+        }
+    running = await Mesh.start(Settings(data_dir=tmp_path / "data", **engines))  # type: ignore[arg-type]
+    yield running
+    await running.stop(grace=0)
+
+
+async def test_an_event_fired_in_a_rolled_back_transaction_is_never_seen(firing_mesh: Mesh) -> None:
+    bus = firing_mesh.runtime.bus
+
+    def doomed(tx: Tx) -> None:
+        bus.fire(tx, PARTNERS, "partner_created", partner_created("doomed-co"), PUBLIC)
+        raise RuntimeError("the change this event was about failed")
+
+    await bus.fire_now(PARTNERS, "partner_created", partner_created("first-co"), PUBLIC)
+    with pytest.raises(RuntimeError):
+        await bus.store.write(doomed)
+    await bus.fire_now(PARTNERS, "partner_created", partner_created("second-co"), PUBLIC)
+    async with connect(f"127.0.0.1:{firing_mesh.port}", key=firing_mesh.admin_key) as admin:
+        async with asyncio.timeout(15):
+            events = await take(admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS)), 2)
+    seen = [partners_pb2.PartnerCreatedEvent.FromString(e.payload.value).partner.name for e in events]
+    assert seen == ["partners/first-co", "partners/second-co"]
 
 
 async def test_named_listeners_share_each_event_once(mesh: Mesh, admin: MeshClient) -> None:

@@ -24,8 +24,8 @@ from brewmesh.event_backend import (
     EventRecord,
     GroupRef,
     GroupState,
+    Outbox,
     Reader,
-    insert_event,
     record_of,
     to_event,
 )
@@ -42,6 +42,7 @@ class EmbeddedEventBackend:
 
     def __init__(self, store: Store, retention: int) -> None:
         self.store = store
+        self._outbox = Outbox()
         self.retention = retention
         self._appended: dict[str, asyncio.Event] = {}
         self._heads: dict[str, int] = {}
@@ -50,7 +51,7 @@ class EmbeddedEventBackend:
 
     # -- writing -------------------------------------------------------------------
     def stage(self, tx: Tx, record: EventRecord) -> None:
-        seq = insert_event(tx, record)
+        seq = self._outbox.insert(tx, record)
         tx.after_commit(lambda: self._committed(record.api, seq))
 
     def _committed(self, api: str, seq: int) -> None:

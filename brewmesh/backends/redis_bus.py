@@ -34,8 +34,8 @@ from brewmesh.event_backend import (
     EventRecord,
     GroupRef,
     GroupState,
+    Outbox,
     Reader,
-    insert_event,
     record_of,
     to_event,
 )
@@ -121,6 +121,7 @@ class RedisEventBackend:
 
     def __init__(self, url: str, store: Store, served: Sequence[str], retention: int) -> None:
         self.store = store
+        self._outbox = Outbox()
         self.retention = retention
         self._served = tuple(served)
         # Typed loosely: redis-py's reply types are unions of every decoding mode.
@@ -147,7 +148,7 @@ class RedisEventBackend:
 
     # -- writing: outbox, then relay ---------------------------------------------------
     def stage(self, tx: Tx, record: EventRecord) -> None:
-        seq = insert_event(tx, record)
+        seq = self._outbox.insert(tx, record)
         tx.after_commit(functools.partial(self._committed, record.api, seq, record))
 
     def _committed(self, api: str, seq: int, record: EventRecord) -> None:
