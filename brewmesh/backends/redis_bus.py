@@ -49,6 +49,9 @@ RELAY_BATCH = 500
 PRUNE_EVERY = 1000
 FRESH_LIMIT = 4 * RELAY_BATCH
 RELAY_GATHER_SECONDS = 0.002
+SWEEP_SECONDS = 1.0
+"""How often, at most, the relay looks in the outbox of an API this process fired nothing of
+lately (for what another instance, or a crash, left unrelayed)."""
 PRUNE_WHEN_QUIET_SECONDS = 1.0
 RELAY_RETRY_SECONDS = 1.0
 BLOCK_SLICE_SECONDS = 2.0
@@ -134,6 +137,7 @@ class RedisEventBackend:
         self._replayed: dict[tuple[str, str], bytes] = {}
         self._relayed: dict[str, int] = {}
         self._fresh: dict[str, dict[int, EventRecord]] = {}
+        self._swept: dict[str, float] = {}
         self._unpruned = 0
         self._last_reclaim: dict[str, float] = {}
 
@@ -221,6 +225,14 @@ class RedisEventBackend:
         fresh = self._fresh.get(api, {})
         for seq in [s for s in fresh if s <= after]:
             del fresh[seq]
+        if not fresh:
+            # Nothing of ours to relay: a look in the outbox now and then, not on every round
+            # (each round follows a commit of some API: reading every idle API's outbox on each
+            # would cost a lookup per served API per event).
+            now = time.monotonic()
+            if now < self._swept.get(api, -SWEEP_SECONDS) + SWEEP_SECONDS:
+                return []
+            self._swept[api] = now
         batch: list[tuple[int, EventRecord]] = []
         while (record := fresh.get(after + len(batch) + 1)) is not None and len(batch) < RELAY_BATCH:
             batch.append((after + len(batch) + 1, record))
