@@ -20,18 +20,21 @@ from google.protobuf import field_mask_pb2
 from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.client import MeshClient, connect
+from brewmesh.event_backend import PLATFORM
 from brewmesh.recipes.v1 import recipes_pb2
 from tests.conftest import (
     ROOT,
     DistributedBackends,
     MeshProcess,
     SeparateServices,
+    free_port,
     launch_mesh_process,
     separate_services,
     start_mesh_process,
     wait_until_serving,
 )
 from tests.fleet import create_recipe
+from tests.test_metrics import fetch, value
 
 RECIPES = "brewmesh.recipes.v1.RecipeService"
 CREATED = f"{RECIPES}.recipe_created"
@@ -168,8 +171,8 @@ async def _start_member(
 ) -> Member:
     args = [sys.executable, "-m", "tests.listener_member", "--bus", bus_url, "--data-dir", str(base)]
     args += ["--event", CREATED, "--listener", "billing", "--mode", mode]
-    for name, value in settings.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
+    for name, setting in settings.items():
+        args += [f"--{name.replace('_', '-')}", str(setting)]
     # Popen returns at once; the member's output is read on a thread.
     process = subprocess.Popen(  # noqa: ASYNC220
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT
@@ -196,7 +199,12 @@ async def test_a_killed_members_events_go_to_another_member_after_the_visibility
     tmp_path: Path, distributed_backends: DistributedBackends
 ) -> None:
     bus = distributed_backends.bus_url
-    with separate_services(tmp_path, distributed_backends) as services, _member_processes() as started:
+    metrics_port = free_port()
+    runner_metrics = {"runner": ["--metrics-port", str(metrics_port)]}
+    with (
+        separate_services(tmp_path, distributed_backends, runner_metrics) as services,
+        _member_processes() as started,
+    ):
         stuck = await _start_member(started, tmp_path / "a", bus, "hang", visibility=2.0)
         await _create(services, "lungo")
         took = await stuck.next_delivery()
@@ -210,7 +218,12 @@ async def test_an_event_a_handler_always_fails_on_is_dead_lettered_and_can_be_re
     tmp_path: Path, distributed_backends: DistributedBackends
 ) -> None:
     bus = distributed_backends.bus_url
-    with separate_services(tmp_path, distributed_backends) as services, _member_processes() as started:
+    metrics_port = free_port()
+    runner_metrics = {"runner": ["--metrics-port", str(metrics_port)]}
+    with (
+        separate_services(tmp_path, distributed_backends, runner_metrics) as services,
+        _member_processes() as started,
+    ):
         failing = await _start_member(started, tmp_path / "f", bus, "fail", visibility=0.3, max_deliveries=3)
         await _create(services, "lungo")
         attempts = [await failing.next_delivery() for _ in range(3)]
@@ -226,6 +239,11 @@ async def test_an_event_a_handler_always_fails_on_is_dead_lettered_and_can_be_re
             dead = list(listed.dead_letters)
             assert [(d.event.id, d.attempts) for d in dead] == [(event_id, 3)]
             assert "this handler always fails" in dead[0].reason
+            # What an operator's dashboard shows of it: the group's dead letters, from Redis.
+            group = {"api": RECIPES, "namespace": PLATFORM, "listener": "billing"}
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            scraped = await asyncio.to_thread(fetch, url)
+            assert value(scraped, "brewmesh_listener_dead_letters", **group) == 1
             replay = bus_pb.ReplayDeadLettersRequest(
                 api=RECIPES, listener_name="billing", event_types=["recipe_created"], event_ids=[event_id]
             )

@@ -99,11 +99,17 @@ async def test_events_fired_and_listener_groups_are_measured(measured: Mesh) -> 
         await create_recipe(admin, "common", "measured")
         stream = admin.bus.Subscribe(bus_pb.SubscribeRequest(api=RECIPES, listener_name="dashboard"))
         await stream.read()
-        stream.cancel()
+        subscribe = {"grpc_service": "brewmesh.bus.v1.EventBus", "grpc_method": "Subscribe"}
         delivered = {"api": RECIPES, "group": "common/dashboard"}
         after = await scrape(
             measured, lambda text: value(text, "brewmesh_events_delivered_total", **delivered) > 0
         )
+        assert value(after, "grpc_server_open_streams", **subscribe) == 1  # the stream is still open
+        stream.cancel()
+        closed = await scrape(
+            measured, lambda text: value(text, "grpc_server_open_streams", **subscribe) == 0
+        )
+    assert value(closed, "grpc_server_open_streams", **subscribe) == 0
     assert value(after, "brewmesh_events_fired_total", api=RECIPES, type="recipe_created") >= 1
     assert value(after, "brewmesh_events_delivered_total", api=RECIPES, group="common/dashboard") >= 1
     assert re.search(r'brewmesh_listener_lag_events\{[^}]*listener="dashboard"[^}]*\} \d', after)
