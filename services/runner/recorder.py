@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from brewmesh.errors import InvalidArgument, Violations
 from brewmesh.events import Bus
 from brewmesh.metrics import Metrics
+from brewmesh.names import check_snake
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.services.runner import run_store
 from brewmesh.services.runner.program_runs import (
@@ -19,7 +21,7 @@ from brewmesh.services.runner.program_runs import (
 from brewmesh.services.runner.run_feed import RunFeed
 from brewmesh.services.runner.run_protos import event_proto
 from brewmesh.storage import Store, Tx
-from brewmesh.struct_values import from_struct
+from brewmesh.struct_values import check_struct
 
 API = pb.DESCRIPTOR.services_by_name["ProgramRunner"].full_name
 
@@ -95,12 +97,35 @@ class RunRecorder:
             # The caller's signal, echoed by the machine: recorded when it was signalled.
             run_store.advance_machine_cursor(tx, key, event.sequence)
             return False
-        attributes, changes = from_struct(event.attributes), from_struct(event.context_changes)
+        checked = checked_machine_event(event)
+        if isinstance(checked, InvalidArgument):
+            # A machine's events are stored and shown to its partner: none past the bounds a
+            # client's values have. The run cannot go on without the event: it fails, saying why.
+            reason = f"the machine sent an event the mesh cannot record: {checked}"
+            self.stage(tx, key, "failed", Origin.RUNNER, {"reason": reason})
+            return True
+        attributes, changes = checked
         recorded = self.stage(tx, key, event.event, Origin.MACHINE, attributes, changes, event.sequence)
         return recorded is None or recorded[0].state.terminal
 
     async def fail(self, key: RunKey, reason: str) -> Recorded | None:
         return await self.record(key, "failed", Origin.RUNNER, {"reason": reason})
+
+
+def checked_machine_event(
+    event: pb.ProgramEvent,
+) -> tuple[dict[str, Any], dict[str, Any]] | InvalidArgument:
+    """The event's attributes and context changes as plain values, if its name and values are
+    within the bounds of a client's (`check_snake`, `check_struct`); else what is wrong."""
+    v = Violations()
+    check_snake(v, "event", event.event, "event name")
+    attributes = check_struct(v, "attributes", event.attributes)
+    changes = check_struct(v, "context_changes", event.context_changes)
+    try:
+        v.raise_if_any()
+    except InvalidArgument as refused:
+        return refused
+    return attributes, changes
 
 
 def key_of(recorded: pb.ProgramEventRecorded) -> RunKey:
