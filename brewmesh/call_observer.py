@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from brewmesh.client import StreamContinuation, UnaryContinuation
 from brewmesh.metrics import Metrics, rpc_labels
 
 access_log = logging.getLogger("brewmesh.access")
@@ -166,9 +167,7 @@ class _ClientObserver:
 class _UnaryClientObserver(_ClientObserver, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryUnaryCall[_Req, _Resp]]
-        ],
+        continuation: UnaryContinuation[_Req, _Resp],
         details: grpc.aio.ClientCallDetails,
         request: _Req,
     ) -> grpc.aio.UnaryUnaryCall[_Req, _Resp]:
@@ -188,9 +187,7 @@ class _UnaryClientObserver(_ClientObserver, grpc.aio.UnaryUnaryClientInterceptor
 class _StreamClientObserver(_ClientObserver, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryStreamCall[_Req, _Resp]]
-        ],
+        continuation: StreamContinuation[_Req, _Resp],
         details: grpc.aio.ClientCallDetails,
         request: _Req,
     ) -> grpc.aio.UnaryStreamCall[_Req, _Resp]:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import grpc
 from grpc_status import rpc_status
@@ -30,6 +30,14 @@ from brewmesh.runner.v1 import program_runner_pb2, program_runner_pb2_grpc
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+
+# What a grpc.aio client interceptor is handed to go on with a call, by call kind (generic aliases).
+UnaryContinuation: TypeAlias = (
+    "Callable[[grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryUnaryCall[_Req, _Resp]]]"
+)
+StreamContinuation: TypeAlias = (
+    "Callable[[grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryStreamCall[_Req, _Resp]]]"
+)
 
 _KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
 
@@ -95,9 +103,7 @@ class _KeyedCall:
 class _UnaryKey(_KeyedCall, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryUnaryCall[_Req, _Resp]]
-        ],
+        continuation: UnaryContinuation[_Req, _Resp],
         details: grpc.aio.ClientCallDetails,
         request: _Req,
     ) -> grpc.aio.UnaryUnaryCall[_Req, _Resp]:
@@ -107,9 +113,7 @@ class _UnaryKey(_KeyedCall, grpc.aio.UnaryUnaryClientInterceptor):
 class _StreamKey(_KeyedCall, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryStreamCall[_Req, _Resp]]
-        ],
+        continuation: StreamContinuation[_Req, _Resp],
         details: grpc.aio.ClientCallDetails,
         request: _Req,
     ) -> grpc.aio.UnaryStreamCall[_Req, _Resp]:
