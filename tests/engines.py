@@ -427,9 +427,15 @@ def _wait_for_redis(
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """One PostgreSQL for the whole session: starting one takes seconds."""
-    with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL for the whole session: starting one takes seconds.
+
+    Its files are in the system's temporary directory, not pytest's: the server runs
+    as another user, who must be able to reach them, and every pytest session takes
+    that right away from its `pytest-of-<user>` directory as it starts. A second
+    session beside this one (a developer's, while CI runs) would stop this server.
+    """
+    with start_postgres(Path(tempfile.gettempdir())) as server:
         yield server
 
 
