@@ -23,6 +23,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brewmesh import settings
 from brewmesh.bus_service import SERVICE_NAME as EVENT_BUS
@@ -222,6 +223,20 @@ def spawn(args: list[str], port: int = 0, **env_vars: str) -> tuple[int, subproc
     return port, process
 
 
+def checked_once(args: list[str], **env_vars: str) -> tuple[int | None, str]:
+    """Start `brewmesh ARGS`, make one health check once it serves, stop it (SIGTERM);
+    its exit code and what it printed."""
+    port, process = launch(args, 0, **env_vars)
+    try:
+        wait_for_serving(f"127.0.0.1:{port}", process)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    return process.returncode, output
+
+
 def launch_mesh_process(
     data_dir: Path, port: int, command: tuple[str, ...], env_vars: dict[str, str]
 ) -> MeshProcess:
@@ -333,8 +348,6 @@ def wait_for_serving(
     credentials: grpc.ChannelCredentials | None = None,
 ) -> None:
     """Block until the server at `address` (TLS with `credentials`) answers a health check."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     deadline = time.monotonic() + timeout
     channel = grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
     with channel:

@@ -11,20 +11,12 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brewmesh.client import MeshClient, connect
 from brewmesh.mesh import Mesh
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
-from tests.conftest import (
-    DistributedBackends,
-    PartnerClient,
-    embedded_only,
-    launch,
-    separate_services,
-    wait_for_serving,
-)
+from tests.conftest import DistributedBackends, PartnerClient, checked_once, embedded_only, separate_services
 
 WAIT_SECONDS = 10.0
 NS = "logged-coffee"
@@ -93,16 +85,9 @@ async def test_a_refused_key_is_logged_without_the_key(
 
 
 def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
-    port, process = launch(
-        ["up", "--data-dir", str(tmp_path), "--log-format", "json"], 0, BREWMESH_LOG_LEVEL="INFO"
+    _, output = checked_once(
+        ["up", "--data-dir", str(tmp_path), "--log-format", "json"], BREWMESH_LOG_LEVEL="INFO"
     )
-    try:
-        wait_for_serving(f"127.0.0.1:{port}", process)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
     logged = json_lines(output)
     assert logged, output
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in logged)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from tests.conftest import launch, wait_for_serving
+from tests.conftest import checked_once
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -56,14 +55,7 @@ def test_a_meshs_spans_reach_the_collector_it_is_given(
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_port}",
         "OTEL_BSP_SCHEDULE_DELAY": "60000",  # no scheduled export during the test: only the flush at stop
     }
-    port, mesh = launch(["up", "--data-dir", str(tmp_path / "data")], 0, **exporting)
-    try:
-        wait_for_serving(f"127.0.0.1:{port}", mesh)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    finally:
-        mesh.terminate()
-        output, _ = mesh.communicate(timeout=30)
-    assert mesh.returncode == 0, output
+    code, output = checked_once(["up", "--data-dir", str(tmp_path / "data")], **exporting)
+    assert code == 0, output
     checks = [service for service, name in received.spans if name == "/grpc.health.v1.Health/Check"]
     assert checks and set(checks) == {"brewmesh-mesh"}, received.spans
