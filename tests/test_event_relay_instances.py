@@ -11,12 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import redis.asyncio as redis
 from google.protobuf import any_pb2
 
 from brewmesh import event_backend
 from brewmesh.backends import open_store
-from brewmesh.backends.redis_bus import RedisEventBackend
+from brewmesh.backends.redis_bus import RedisEventBackend, stream_key
 from brewmesh.event_backend import EVERYTHING
 from brewmesh.storage import Tx
 
@@ -74,3 +76,29 @@ async def test_interleaved_instances_put_every_event_on_the_stream_once_in_order
         for n in range(INSTANCES):  # each instance's events in the order it committed them
             mine = [label for label in seen if label.startswith(f"i{n}/")]
             assert mine == [f"i{n}/{i}" for i in range(EVENTS_EACH)]
+
+
+async def test_entries_an_older_relay_wrote_field_by_field_are_still_read(
+    tmp_path: Path, pg_database: str, fresh_redis_url: str
+) -> None:
+    """Before one `h` field held an entry's type, scope, source, time and trace, each had a
+    field of its own: a stream written then is read the same after an upgrade."""
+    old = {"type": "recipe_updated", "scope": "", "payload": _record("old/0").payload,
+           "time_ns": "1796178596556897117", "source": "old-host:1/recipes", "trace": ""}  # fmt: skip
+    async with redis.Redis.from_url(fresh_redis_url) as client:
+        await client.xadd(stream_key(API), old)  # type: ignore[arg-type]
+    async with instance(pg_database, fresh_redis_url, tmp_path / "new") as bus:
+        await _fire(bus, "new")
+        async with asyncio.timeout(10):
+            events: list[Any] = []
+            cursor = None
+            while len(events) < 1 + EVENTS_EACH:
+                batch, cursor = await bus.read(API, cursor, (), EVERYTHING, 1000, WAIT_SECONDS)
+                events += batch
+    first, *rest = events
+    assert (first.type, first.source, first.time.ToNanoseconds()) == (
+        "recipe_updated", "old-host:1/recipes", 1796178596556897117,
+    )  # fmt: skip
+    assert first.payload.value == b"old/0"
+    assert [e.payload.value.decode() for e in rest] == [f"new/{i}" for i in range(EVENTS_EACH)]
+    assert {e.source for e in rest} == {"new"}
