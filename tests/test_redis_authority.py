@@ -34,13 +34,14 @@ from brewmesh.backends.redis_bus import (
     RELAY_SCRIPT,
     RedisEventBackend,
     dead_key,
+    entry_head,
     relayed_key,
     replay_key,
     stream_key,
 )
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.client import connect
-from brewmesh.event_backend import EVERYTHING, GroupRef
+from brewmesh.event_backend import EVERYTHING, EventRecord, GroupRef
 from brewmesh.mesh import Mesh, all_components
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.services.partners.component import component as partners_component
@@ -134,7 +135,8 @@ def test_scripts_run_with_the_callers_acl(passwords: dict[str, str], redis_serve
     """EVALSHA checks its declared keys; the commands a script runs are checked as well."""
     partners_keys = [stream_key(PARTNERS_API), relayed_key(PARTNERS_API)]
     recipes_keys = [stream_key(RECIPES_API), relayed_key(RECIPES_API)]
-    event = [1000, 1, "partner_created", "", b"payload", time.time_ns(), "forger", ""]
+    forged = EventRecord(PARTNERS_API, "partner_created", "", b"payload", time.time_ns(), "forger", "")
+    event = [1000, 1, entry_head(forged), forged.payload]  # maxlen, then one event: seq, head, payload
     with login(redis_server, passwords, "recipes") as recipes, redis_server.client() as admin:
         relay = recipes.register_script(RELAY_SCRIPT)  # loaded on first use (SCRIPT LOAD)
         assert relay(keys=recipes_keys, args=event) == 1
@@ -235,7 +237,12 @@ async def test_a_listener_sees_the_partners_event_and_never_the_forged_one(
             with pytest.raises(NoPermissionError):
                 await forger.register_script(RELAY_SCRIPT)(
                     keys=[stream_key(PARTNERS_API), relayed_key(PARTNERS_API)],
-                    args=[1000, 10**9, "partner_created", "", b"", 1, "x", ""],
+                    args=[
+                        1000,
+                        10**9,
+                        entry_head(EventRecord(PARTNERS_API, "partner_created", "", b"", 1, "x")),
+                        b"",
+                    ],
                 )
             await forger.aclose()
 

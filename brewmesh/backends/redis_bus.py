@@ -429,7 +429,7 @@ class RedisEventBackend:
             group,
             "" if position == "0-0" else position,
             len(waiting),
-            int(waiting[0][b"time_ns"]) if waiting else None,
+            _head_of(waiting[0])[3] if waiting else None,
             pending,
             int(await self._redis.xlen(dead_key(group))),
         )
