@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpc
 
 from brewmesh.errors import PermissionDenied, Unauthenticated
+from brewmesh.interceptor_types import HandlerContinuation
 from brewmesh.names import COMMON_NAMESPACE
 from brewmesh.secret_files import read_or_create
 
@@ -228,9 +229,7 @@ class KeyCheckInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
-        ],
+        continuation: HandlerContinuation[_Req, _Resp],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         try:

@@ -12,12 +12,12 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
 
-from brewmesh.client import StreamContinuation, UnaryContinuation
+from brewmesh.interceptor_types import HandlerContinuation, StreamContinuation, UnaryContinuation
 from brewmesh.metrics import Metrics, rpc_labels
 
 access_log = logging.getLogger("brewmesh.access")
@@ -45,9 +45,7 @@ class CallObserverInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
-        ],
+        continuation: HandlerContinuation[_Req, _Resp],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         handler = await continuation(handler_call_details)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
 from brewmesh.auth import bearer_key
 from brewmesh.errors import Unauthenticated
+from brewmesh.interceptor_types import HandlerContinuation
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
 TOKEN_RULE = "16 to 256 letters, digits or '.', '_', '~', '+', '/', '=', '-'"
@@ -50,9 +50,7 @@ class CallerCheck(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
-        ],
+        continuation: HandlerContinuation[_Req, _Resp],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         if details.method.startswith(self._prefix) and not self._presented(details):

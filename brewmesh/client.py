@@ -7,16 +7,17 @@ async with connect("127.0.0.1:50051", key=api_key) as mesh:
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TypeAlias, TypeVar
+from typing import TypeVar
 
 import grpc
 from grpc_status import rpc_status
 
 from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
 from brewmesh.errors import FieldViolation
+from brewmesh.interceptor_types import StreamContinuation, UnaryContinuation
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.recipes.v1 import (
     formatters_pb2,
@@ -30,14 +31,6 @@ from brewmesh.runner.v1 import program_runner_pb2, program_runner_pb2_grpc
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
-
-# What a grpc.aio client interceptor is handed to go on with a call, by call kind (generic aliases).
-UnaryContinuation: TypeAlias = (
-    "Callable[[grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryUnaryCall[_Req, _Resp]]]"
-)
-StreamContinuation: TypeAlias = (
-    "Callable[[grpc.aio.ClientCallDetails, _Req], Awaitable[grpc.aio.UnaryStreamCall[_Req, _Resp]]]"
-)
 
 _KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
 

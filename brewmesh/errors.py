@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
@@ -30,6 +30,8 @@ import grpc
 from google.protobuf import any_pb2, descriptor_pool
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from brewmesh.interceptor_types import HandlerContinuation
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +224,13 @@ class Violations:
         finally:
             self._prefix.pop()
 
+    def error(self) -> InvalidArgument | None:
+        """The request's failure, if it has violations."""
+        return InvalidArgument(list(self.items), self.omitted) if self.items else None
+
     def raise_if_any(self) -> None:
-        if self.items:
-            raise InvalidArgument(list(self.items), self.omitted)
+        if (error := self.error()) is not None:
+            raise error
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -272,9 +278,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
-        ],
+        continuation: HandlerContinuation[_Req, _Resp],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
         method = handler_call_details.method

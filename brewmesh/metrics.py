@@ -117,9 +117,6 @@ class ListenerGroupCollector(Collector):
         yield from families
 
     def _read(self) -> list[GroupState]:
-        if _running_loop() is self._loop:  # waiting here would block the very loop that reads
-            log.warning("listener group metrics are read on the endpoint's thread, not the event loop's")
-            return []
         future = asyncio.run_coroutine_threadsafe(_awaited(self._states), self._loop)
         try:
             return future.result(SCRAPE_TIMEOUT_SECONDS)
@@ -145,13 +142,6 @@ def _group_families() -> tuple[GaugeMetricFamily, ...]:
         "brewmesh_listener_dead_letters", "Events the group gave up on.", labels=GROUP_LABELS
     )
     return lag, age, pending, dead
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 async def _awaited(states: GroupStates) -> list[GroupState]:

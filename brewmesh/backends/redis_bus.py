@@ -83,18 +83,20 @@ def entry_head(record: EventRecord) -> bytes:
     return f"{record.type}\0{record.scope}\0{record.source}\0{record.time_ns}\0{record.trace}".encode()
 
 
-def _head_of(fields: Mapping[bytes, bytes]) -> tuple[str, str, str, int, str]:
-    """(type, scope, source, time_ns, trace) of an entry, in either layout: `h`, or one field
-    each as entries relayed before it (and dead letters) have them."""
+def _entry_record(api: str, fields: Mapping[bytes, bytes]) -> EventRecord:
+    """The event an entry of `api`'s stream holds, in either layout: `h`, or one field each
+    as entries relayed before it (and dead letters) have them."""
     head = fields.get(HEAD_FIELD)
     if head is not None:
         event_type, scope, source, time_ns, trace = head.decode().split("\0")
-        return event_type, scope, source, int(time_ns), trace
-    return (
+        return EventRecord(api, event_type, scope, fields[b"payload"], int(time_ns), source, trace)
+    return EventRecord(
+        api,
         fields[b"type"].decode(),
         fields.get(b"scope", b"").decode(),
-        fields[b"source"].decode(),
+        fields[b"payload"],
         int(fields[b"time_ns"]),
+        fields[b"source"].decode(),
         fields.get(b"trace", b"").decode(),
     )
 
@@ -290,8 +292,9 @@ class RedisEventBackend:
         for _, entries in reply or ():
             for entry_id, fields in entries:
                 cursor = entry_id.decode()
-                if _wanted(fields, types, reader):
-                    events.append(_event(api, cursor, fields))
+                record = _entry_record(api, fields)  # parsed once: for the check and the event
+                if _wanted(record, types, reader):
+                    events.append(to_event(cursor, record))
         return events, cursor
 
     # -- listener groups -------------------------------------------------------------
@@ -329,8 +332,8 @@ class RedisEventBackend:
             for entry_id, fields in entries:
                 if replayed:
                     deliveries.append(self._replayed_delivery(group, entry_id, fields))
-                elif _wanted(fields, group.types, group.reader):
-                    deliveries.append(Delivery(_event(group.api, entry_id.decode(), fields), 1))
+                elif _wanted(record := _entry_record(group.api, fields), group.types, group.reader):
+                    deliveries.append(Delivery(to_event(entry_id.decode(), record), 1))
                 else:
                     unwanted.append(entry_id)
         if unwanted:
@@ -420,7 +423,8 @@ class RedisEventBackend:
         position = info["last-delivered-id"].decode()
         # Counted entry by entry: Redis's own `lag` counts every entry, other namespaces' too.
         entries = await self._redis.xrange(stream_key(group.api), f"({position}", "+", count=LAG_COUNT_LIMIT)
-        waiting = [fields for _, fields in entries if _wanted(fields, group.types, group.reader)]
+        records = (_entry_record(group.api, fields) for _, fields in entries)
+        waiting = [record for record in records if _wanted(record, group.types, group.reader)]
         pending = int(info["pending"])
         with contextlib.suppress(ResponseError):  # no replay stream yet
             replays = await self._redis.xinfo_groups(replay_key(group))
@@ -429,7 +433,7 @@ class RedisEventBackend:
             group,
             "" if position == "0-0" else position,
             len(waiting),
-            _head_of(waiting[0])[3] if waiting else None,
+            waiting[0].time_ns if waiting else None,
             pending,
             int(await self._redis.xlen(dead_key(group))),
         )
@@ -480,13 +484,11 @@ def _delete_relayed(tx: Tx, api: str, last: int) -> None:
     tx.execute("DELETE FROM bus_events WHERE api = ? AND seq <= ?", (api, last))
 
 
-def _wanted(fields: Mapping[bytes, bytes], types: Sequence[str], reader: Reader) -> bool:
-    event_type, scope, source, _, _ = _head_of(fields)
-    if types and event_type not in types:
+def _wanted(record: EventRecord, types: Sequence[str], reader: Reader) -> bool:
+    if types and record.type not in types:
         return False
-    return reader.sees(scope, source)
+    return reader.sees(record.scope, record.source)
 
 
 def _event(api: str, event_id: str, fields: Mapping[bytes, bytes]) -> events_pb2.Event:
-    event_type, scope, source, time_ns, trace = _head_of(fields)
-    return to_event(event_id, EventRecord(api, event_type, scope, fields[b"payload"], time_ns, source, trace))
+    return to_event(event_id, _entry_record(api, fields))

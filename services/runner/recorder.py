@@ -121,11 +121,7 @@ def checked_machine_event(
     check_snake(v, "event", event.event, "event name")
     attributes = check_struct(v, "attributes", event.attributes)
     changes = check_struct(v, "context_changes", event.context_changes)
-    try:
-        v.raise_if_any()
-    except InvalidArgument as refused:
-        return refused
-    return attributes, changes
+    return v.error() or (attributes, changes)
 
 
 def key_of(recorded: pb.ProgramEventRecorded) -> RunKey:
