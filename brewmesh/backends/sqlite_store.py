@@ -28,6 +28,11 @@ BEGIN_WRITE = "BEGIN IMMEDIATE"
 # after this long with anything unwritten.
 CHECKPOINT_WRITES = 1000
 CHECKPOINT_SECONDS = 10.0
+RESTART_FRAMES = 8192
+"""A WAL this long (32 MiB of 4 KiB pages) is started over from its top by the checkpoint:
+see `_checkpoint`."""
+WAL_LIMIT_BYTES = 64 << 20
+"""A WAL started over is cut back to this size (SQLite's journal_size_limit)."""
 LOCK_WAIT_MS = 10_000
 UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
 
@@ -66,8 +71,16 @@ _Outcome = tuple[_QueuedWrite[Any], object, BaseException | None, Callbacks]
 class SqliteBackend:
     """SQLite in WAL mode: one writer thread, `readers` reader threads."""
 
-    def __init__(self, path: Path, readers: int = 4) -> None:
+    def __init__(
+        self,
+        path: Path,
+        readers: int = 4,
+        checkpoint_writes: int = CHECKPOINT_WRITES,
+        restart_frames: int = RESTART_FRAMES,
+    ) -> None:
         self.path = path
+        self._checkpoint_writes = checkpoint_writes
+        self._restart_frames = restart_frames
         path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
@@ -82,6 +95,7 @@ class SqliteBackend:
         self._loop_reads: sqlite3.Connection | None = None
         self._loop_writes: sqlite3.Connection | None = None
         self._writes_queued = 0
+        self._restart_due = False
         self._queued: collections.deque[_QueuedWrite[Any]] = collections.deque()
 
     async def handle(self, transaction: Transaction[T]) -> T:
@@ -115,6 +129,7 @@ class SqliteBackend:
         connection.execute(f"PRAGMA busy_timeout={lock_wait_ms}")
         # Checkpoints (which fsync) run on their own thread, not inside a commit.
         connection.execute("PRAGMA wal_autocheckpoint=0")
+        connection.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
         with self._lock:
             self._connections.append(connection)
         return connection
@@ -148,7 +163,7 @@ class SqliteBackend:
 
     def _count_write(self) -> None:
         self._writes_since_checkpoint += 1  # a hint: a lost update across threads is harmless
-        if self._writes_since_checkpoint >= CHECKPOINT_WRITES:
+        if self._writes_since_checkpoint >= self._checkpoint_writes:
             self._checkpoint_due.set()
 
     def _lookup(self, fn: Callable[[Tx], T]) -> T:
@@ -238,11 +253,12 @@ class SqliteBackend:
 
         Handing a small write to the writer thread costs more in wake-ups
         than the write itself (commits do not fsync: WAL, synchronous=NORMAL,
-        checkpoints on their own thread). When no write is queued and the
-        database is not locked by another process, it runs here; otherwise
+        checkpoints on their own thread). When no write is queued (nor a WAL
+        restart: see `_checkpoint`) and the database is not locked by another
+        process, it runs here; otherwise
         it queues like any write. It never waits for a lock on the loop.
         """
-        if self._writes_queued == 0:
+        if self._writes_queued == 0 and not self._restart_due:
             if self._loop_writes is None:
                 self._loop_writes = self._connect(lock_wait_ms=0)
             if self._begin_without_waiting(self._loop_writes):
@@ -267,7 +283,7 @@ class SqliteBackend:
         """Copy the WAL into the database file now and then, off the write path.
 
         A checkpoint inside a commit (SQLite's default) stalls that write for
-        the fsync; a PASSIVE one here never blocks readers or writers.
+        the fsync; here it stalls nothing on the loop.
         """
         while True:
             self._checkpoint_due.wait(CHECKPOINT_SECONDS)
@@ -279,10 +295,36 @@ class SqliteBackend:
                 self._checkpoint()
 
     def _checkpoint(self) -> None:
+        """Copy the WAL into the database; now and then, start the WAL over.
+
+        A passive checkpoint copies what was committed when it began, and the
+        WAL starts over only when a write begins with all of it copied. Under
+        a steady stream of writes that never happens (each checkpoint ends
+        with newer writes behind it), and the WAL would grow without bound,
+        each commit appending to an ever longer file. So once it is long, the
+        writer thread copies the little the passive checkpoint left while no
+        write runs (`_restart`), and the next write starts the WAL from its top.
+        """
         try:
-            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            _, frames, _ = self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error:
             log.exception("WAL checkpoint failed; trying again after the next write")
+            return
+        if frames >= self._restart_frames and not self._restart_due:
+            # Writes on the loop queue for the writer thread from now on, behind the restart: a
+            # checkpoint that had to win the write lock from them by polling could wait for
+            # hundreds of milliseconds, the WAL growing all the while.
+            self._restart_due = True
+            self._writer.submit(self._restart)
+
+    def _restart(self) -> None:
+        """On the writer thread, between writes: finish the checkpoint so the WAL starts over."""
+        try:
+            self._connection().execute("PRAGMA wal_checkpoint(RESTART)")
+        except sqlite3.Error:
+            log.exception("WAL restart failed; trying again at the next checkpoint")
+        finally:
+            self._restart_due = False
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
