@@ -238,7 +238,7 @@ async def fill(bus: Bus, count: int) -> dict[str, Any]:
 
 
 async def logged(bus: Bus) -> int:
-    """Events of the recipes API in the store's log (the outbox, on the Redis bus)."""
+    """Events of the recipes API in the embedded log."""
     row = await bus.store.read(
         lambda tx: tx.fetchone("SELECT COUNT(*) AS n FROM bus_events WHERE api = ?", (RECIPE_API,))
     )

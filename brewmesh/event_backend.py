@@ -4,8 +4,9 @@ Either way an event is first staged in the firing service's own store, in
 the transaction of the change it reports (an outbox), with a sequence number
 per API taken under that transaction's lock: events of one API commit in
 sequence order, so a reader or relay that follows the sequence never skips
-one. The embedded backend keeps the outbox as the log itself; the Redis
-backend relays it to one stream per API and deletes what it relayed.
+one. The embedded backend keeps the outbox as the log itself (`bus_events`);
+the Redis backend stages events in `bus_outbox`, relays them to one stream
+per API and deletes what it relayed.
 
 Each event carries a `scope`: the namespace of the resource it is about, or
 "" for the public catalogue. Readers see an event by the rule of the RPCs
@@ -56,6 +57,16 @@ MIGRATIONS = (
         "bus",
         2,
         ("ALTER TABLE bus_events ADD COLUMN trace TEXT NOT NULL DEFAULT ''",),
+    ),
+    Migration(
+        "bus",
+        3,
+        (
+            "CREATE TABLE bus_outbox ("
+            " api TEXT NOT NULL, seq BIGINT NOT NULL, type TEXT NOT NULL, scope TEXT NOT NULL,"
+            " payload BYTEA NOT NULL, time_ns BIGINT NOT NULL, source TEXT NOT NULL, trace TEXT NOT NULL,"
+            " PRIMARY KEY (api, seq))",
+        ),
     ),
 )
 
@@ -200,13 +211,27 @@ class EventBackend(Protocol):
         ...
 
     async def claim(
-        self, group: GroupRef, start: object | None, member: str, limit: int, wait: float, visibility: float
+        self,
+        group: GroupRef,
+        start: object | None,
+        member: str,
+        limit: int,
+        wait: float,
+        visibility: float,
+        acked: Sequence[str] = (),
     ) -> list[Delivery]:
         """Up to `limit` events for one member of `group` (created at `start` if new): those
-        other members left unacknowledged for `visibility` seconds first, then new ones."""
+        other members left unacknowledged for `visibility` seconds first, then new ones.
+
+        `acked`: events the member handled since its last claim, acknowledged first (as by
+        `ack`, in the same round trip or transaction as the claim: a member that keeps up
+        with its group would otherwise pay two for every batch).
+        """
         ...
 
-    async def ack(self, group: GroupRef, event_ids: Sequence[str]) -> None: ...
+    async def ack(self, group: GroupRef, event_ids: Sequence[str]) -> None:
+        """Acknowledge events the group's member handled (a member's last, as it stops)."""
+        ...
 
     async def retry_later(self, group: GroupRef, event_id: str, seconds: float) -> None:
         """Hand a claimed event out again after `seconds`."""
@@ -232,25 +257,48 @@ class EventBackend(Protocol):
 # -- the outbox: portable SQL in the firing service's store ------------------------------
 
 
-class Outbox:
-    """Stages events in the firing service's store, each the next of its API's sequence.
+LOG_TABLE = "bus_events"
+"""The embedded log: every event kept (to retention), read by type."""
+OUTBOX_TABLE = "bus_outbox"
+"""The Redis bus's outbox: events until relayed, read in sequence only (no index by type, one
+page fewer written by every fire)."""
+EVENT_COLUMNS = "api, seq, type, scope, payload, time_ns, source, trace"
+_HEAD = (
+    # Both tables: one sequence per API whichever bus fired it (a store may change bus).
+    f"SELECT (SELECT MAX(seq) FROM {OUTBOX_TABLE} WHERE api = ?) AS outboxed,"
+    f" (SELECT MAX(seq) FROM {LOG_TABLE} WHERE api = ?) AS logged,"
+    " (SELECT last_seq FROM bus_heads WHERE api = ?) AS counted"
+)
 
-    Taking the next number is the costly part of a fire on SQLite (an upsert
-    with RETURNING: about 15 us). So the outbox remembers the last number it
-    took and claims the next with a plain guarded UPDATE (about 2 us); when
-    another writer took numbers meanwhile (another process, or a rolled-back
-    fire), the guard matches no row and the upsert says where the sequence is.
+
+class Outbox:
+    """Stages events in the firing service's store (in `table`), each the next of its API's sequence.
+
+    Taking the next number is the costly part of a fire. On a store whose
+    write transactions run one at a time (`Store.serial_writes`: SQLite's
+    database lock, across processes), the next number is read from the
+    tables, where the fire's row is written anyway; `bus_heads` then only
+    holds a floor for an API whose rows were all deleted (kept by
+    `forget`). Elsewhere (PostgreSQL) concurrent fires of one API must take
+    their numbers in turn, so `bus_heads` holds the counter, its row lock
+    ordering them: the outbox remembers the last number it took and claims
+    the next with a guarded UPDATE; when another writer took numbers
+    meanwhile (another process, or a rolled-back fire) the guard matches no
+    row and an upsert says where the sequence is.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, table: str, serial_writes: bool) -> None:
+        assert table in (LOG_TABLE, OUTBOX_TABLE)
+        self.table = table
+        self._serial = serial_writes
         self._last: dict[str, int] = {}
+        self._insert = f"INSERT INTO {table} ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
     def insert(self, tx: Tx, record: EventRecord) -> int:
         """Stage `record` as the next event of its API; its sequence number."""
-        seq = self._next_seq(tx, record.api)
+        seq = self.head(tx, record.api) + 1 if self._serial else self._next_counted(tx, record.api)
         tx.execute(
-            "INSERT INTO bus_events (api, seq, type, scope, payload, time_ns, source, trace)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            self._insert,
             (
                 record.api,
                 seq,
@@ -264,7 +312,22 @@ class Outbox:
         )
         return seq
 
-    def _next_seq(self, tx: Tx, api: str) -> int:
+    def head(self, tx: Tx, api: str) -> int:
+        """The last sequence number `api` took (0: none yet)."""
+        row = tx.fetchone(_HEAD, (api, api, api))
+        assert row is not None
+        return max(int(row["outboxed"] or 0), int(row["logged"] or 0), int(row["counted"] or 0))
+
+    def forget(self, tx: Tx, api: str, upto: int) -> None:
+        """Before deleting rows of `api` up to `upto`: keep the sequence from going back."""
+        if self._serial:  # elsewhere bus_heads counts every number taken
+            tx.execute(
+                "INSERT INTO bus_heads (api, last_seq) VALUES (?, ?) ON CONFLICT (api)"
+                " DO UPDATE SET last_seq = excluded.last_seq WHERE bus_heads.last_seq < excluded.last_seq",
+                (api, upto),
+            )
+
+    def _next_counted(self, tx: Tx, api: str) -> int:
         last = self._last.get(api)
         if last is not None and tx.execute(
             "UPDATE bus_heads SET last_seq = ? WHERE api = ? AND last_seq = ?", (last + 1, api, last)

@@ -154,13 +154,16 @@ class Bus:
         """
         member = uuid.uuid4().hex
         settings = self.settings
-        while not stop.is_set():
-            claim = self.backend.claim(group, start, member, BATCH, WAIT_SECONDS, settings.visibility_seconds)
-            batch = await unless_stopped(claim, stop)
-            if batch is None:
-                return
-            taken: list[str] = []
-            try:
+        taken: list[str] = []  # acknowledged with the next claim, or as the member goes
+        try:
+            while not stop.is_set():
+                claim = self.backend.claim(
+                    group, start, member, BATCH, WAIT_SECONDS, settings.visibility_seconds, acked=taken
+                )
+                batch = await unless_stopped(claim, stop)
+                if batch is None:
+                    return
+                taken = []
                 for delivery in batch:
                     if delivery.attempts > settings.max_deliveries:
                         # Handed out this often and never taken: poison for this group's members.
@@ -170,8 +173,8 @@ class Bus:
                     yield delivery.event
                     taken.append(delivery.event.id)
                     self._delivered(group)
-            finally:
-                await asyncio.shield(self.backend.ack(group, taken))
+        finally:
+            await asyncio.shield(self.backend.ack(group, taken))
 
     # -- listening --------------------------------------------------------------
     def observe(self, event: str, observer: Observer) -> None:
@@ -244,23 +247,33 @@ class Bus:
         start = await self.backend.head(group.api)
         member = uuid.uuid4().hex
         settings = self.settings
-        while True:
-            claim = functools.partial(
-                self.backend.claim, group, start, member, BATCH, WAIT_SECONDS, settings.visibility_seconds
-            )
-            batch = await _until_answered(f"listener {group.listener}", claim)
-            done: list[str] = []
-            for delivery in batch:
-                try:
-                    with joined(delivery.event.traceparent):  # the handler's calls join the firer's trace
-                        await handler(unpack(delivery.event))
-                except Exception as error:
-                    await self._failed(group, delivery, error)
-                    continue
-                done.append(delivery.event.id)
-                self._delivered(group)
+        done: list[str] = []  # acknowledged with the next claim, or as the listener stops
+        try:
+            while True:
+                claim = functools.partial(
+                    self.backend.claim,
+                    group,
+                    start,
+                    member,
+                    BATCH,
+                    WAIT_SECONDS,
+                    settings.visibility_seconds,
+                    acked=done,
+                )
+                batch = await _until_answered(f"listener {group.listener}", claim)
+                done = []
+                for delivery in batch:
+                    try:
+                        with joined(delivery.event.traceparent):  # the handler's calls join the firer's trace
+                            await handler(unpack(delivery.event))
+                    except Exception as error:
+                        await self._failed(group, delivery, error)
+                        continue
+                    done.append(delivery.event.id)
+                    self._delivered(group)
+        finally:
             with contextlib.suppress(Unavailable):  # unacknowledged: handed out again later
-                await self.backend.ack(group, done)
+                await asyncio.shield(self.backend.ack(group, done))
 
     def _fired_counter(self, api: str, event_type: str) -> Callable[[], None]:
         # Looked up once per event type: labels() takes a lock and builds a key on every call.

@@ -71,6 +71,10 @@ class Transaction(Generic[T]):
 class StoreBackend(Protocol):
     """The seam: run one transaction, and close."""
 
+    serial_writes: bool
+    """Write transactions run one at a time, across processes (SQLite's database lock): what a
+    write reads no concurrent writer can change before it commits."""
+
     async def handle(self, transaction: Transaction[T]) -> T:
         """Run `transaction.fn` in one transaction; run its after-commit callbacks once committed."""
         ...
@@ -83,6 +87,7 @@ class Store:
 
     def __init__(self, backend: StoreBackend, description: str) -> None:
         self.backend = backend
+        self.serial_writes = backend.serial_writes
         self.description = description
         """Where the data is, for people (a path, or a URL without its password)."""
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.event_backend import (
     LAG_COUNT_LIMIT,
+    LOG_TABLE,
     DeadLetter,
     Delivery,
     EventRecord,
@@ -42,7 +43,7 @@ class EmbeddedEventBackend:
 
     def __init__(self, store: Store, retention: int) -> None:
         self.store = store
-        self._outbox = Outbox()
+        self._outbox = Outbox(LOG_TABLE, store.serial_writes)
         self.retention = retention
         self._appended: dict[str, asyncio.Event] = {}
         self._heads: dict[str, int] = {}
@@ -72,14 +73,17 @@ class EmbeddedEventBackend:
 
     async def _trim(self, api: str, upto: int) -> None:
         """Drop events beyond retention, except those a group still holds or buried."""
-        await self.store.write(
-            lambda tx: tx.execute(
+
+        def trim(tx: Tx) -> None:
+            self._outbox.forget(tx, api, upto)
+            tx.execute(
                 "DELETE FROM bus_events WHERE api = ? AND seq <= ?"
                 " AND seq NOT IN (SELECT seq FROM bus_claims WHERE api = ?)"
                 " AND seq NOT IN (SELECT seq FROM bus_dead_letters WHERE api = ?)",
                 (api, upto, api, api),
             )
-        )
+
+        await self.store.write(trim)
 
     # -- reading -------------------------------------------------------------------
     def parse_id(self, event_id: str) -> object | None:
@@ -91,10 +95,7 @@ class EmbeddedEventBackend:
     async def _head(self, api: str) -> int:
         known = self._heads.get(api)
         if known is None:
-            row = await self.store.lookup(
-                lambda tx: tx.fetchone("SELECT last_seq FROM bus_heads WHERE api = ?", (api,))
-            )
-            known = self._heads[api] = int(row["last_seq"]) if row else 0
+            known = self._heads[api] = await self.store.lookup(functools.partial(self._outbox.head, api=api))
         return known
 
     async def read(
@@ -117,18 +118,27 @@ class EmbeddedEventBackend:
 
     # -- listener groups -------------------------------------------------------------
     async def claim(
-        self, group: GroupRef, start: object | None, member: str, limit: int, wait: float, visibility: float
+        self,
+        group: GroupRef,
+        start: object | None,
+        member: str,
+        limit: int,
+        wait: float,
+        visibility: float,
+        acked: Sequence[str] = (),
     ) -> list[Delivery]:
         reader = group.reader
         deadline = time.monotonic() + wait
+        acking = [int(event_id) for event_id in acked]
         while True:
             appended = self._appended.setdefault(group.api, asyncio.Event())
             head = await self._head(group.api)
             claim = functools.partial(
                 self._claim, group=group, start=start, member=member, limit=limit, visibility=visibility
             )
-            work = functools.partial(claim, reader=reader, head=head)
+            work = functools.partial(claim, reader=reader, head=head, acked=acking)
             claimed, next_expiry = await self.store.quick_write(work)
+            acking = []  # committed with this claim
             if claimed:
                 return claimed
             until = deadline if next_expiry is None else min(deadline, time.monotonic() + next_expiry)
@@ -145,8 +155,10 @@ class EmbeddedEventBackend:
         visibility: float,
         reader: Reader,
         head: int,
+        acked: Sequence[int],
     ) -> tuple[list[Delivery], float | None]:
         now = time.time()
+        _delete_claims(tx, group, acked)
         tx.execute(
             "INSERT INTO bus_groups (api, group_key, cursor) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (group.api, group.key, int(start) if isinstance(start, int) else 0),
@@ -193,18 +205,9 @@ class EmbeddedEventBackend:
         return [], None if expiry is None else max(0.0, float(expiry) - now)
 
     async def ack(self, group: GroupRef, event_ids: Sequence[str]) -> None:
-        if not event_ids:
-            return
-
-        seqs = [int(event_id) for event_id in event_ids]
-
-        def ack(tx: Tx) -> None:
-            tx.execute(
-                f"DELETE FROM bus_claims WHERE api = ? AND group_key = ? AND seq IN ({_marks(seqs)})",
-                (group.api, group.key, *seqs),
-            )
-
-        await self.store.quick_write(ack)
+        if event_ids:
+            seqs = [int(event_id) for event_id in event_ids]
+            await self.store.quick_write(functools.partial(_delete_claims, group=group, seqs=seqs))
 
     async def retry_later(self, group: GroupRef, event_id: str, seconds: float) -> None:
         await self.store.quick_write(
@@ -291,6 +294,15 @@ def _select(
     sql += " ORDER BY seq LIMIT ?"
     params.append(limit)
     return tx.fetchall(sql, params)
+
+
+def _delete_claims(tx: Tx, group: GroupRef, seqs: Sequence[int]) -> None:
+    """Acknowledge `seqs`: the group's member handled them."""
+    if seqs:
+        tx.execute(
+            f"DELETE FROM bus_claims WHERE api = ? AND group_key = ? AND seq IN ({_marks(seqs)})",
+            (group.api, group.key, *seqs),
+        )
 
 
 def _group_states(tx: Tx, api: str) -> list[GroupState]:

@@ -68,6 +68,8 @@ class _PostgresTx:
 class PostgresBackend:
     """A pool of `connections` worker threads, each with its own connection."""
 
+    serial_writes = False
+
     def __init__(self, url: str, connections: int = 8) -> None:
         self.url = url
         self._executor = ThreadPoolExecutor(connections, thread_name_prefix="postgres")

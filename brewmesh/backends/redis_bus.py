@@ -28,7 +28,10 @@ from redis.exceptions import RedisError, ResponseError
 from brewmesh.bus.v1 import events_pb2
 from brewmesh.errors import Unavailable
 from brewmesh.event_backend import (
+    EVENT_COLUMNS,
     LAG_COUNT_LIMIT,
+    LOG_TABLE,
+    OUTBOX_TABLE,
     DeadLetter,
     Delivery,
     EventRecord,
@@ -143,7 +146,7 @@ class RedisEventBackend:
 
     def __init__(self, url: str, store: Store, served: Sequence[str], retention: int) -> None:
         self.store = store
-        self._outbox = Outbox()
+        self._outbox = Outbox(OUTBOX_TABLE, store.serial_writes)
         self.retention = retention
         self._served = tuple(served)
         # Typed loosely: redis-py's reply types are unions of every decoding mode.
@@ -268,7 +271,9 @@ class RedisEventBackend:
 
         def prune(tx: Tx) -> None:
             for api, last in relayed.items():
-                _delete_relayed(tx, api, last)
+                self._outbox.forget(tx, api, last)
+                for table in (OUTBOX_TABLE, LOG_TABLE):
+                    tx.execute(f"DELETE FROM {table} WHERE api = ? AND seq <= ?", (api, last))
 
         await self.store.write(prune)
 
@@ -311,7 +316,14 @@ class RedisEventBackend:
 
     @_unavailable_when_redis_fails
     async def claim(
-        self, group: GroupRef, start: object | None, member: str, limit: int, wait: float, visibility: float
+        self,
+        group: GroupRef,
+        start: object | None,
+        member: str,
+        limit: int,
+        wait: float,
+        visibility: float,
+        acked: Sequence[str] = (),
     ) -> list[Delivery]:
         await self._ensure_group(group, start)
         visibility_ms = max(1, int(visibility * 1000))
@@ -319,12 +331,21 @@ class RedisEventBackend:
         if now >= self._last_reclaim.get(group.key, 0.0) + visibility / 2:
             # Idle entries can only appear a visibility timeout after delivery: look twice per timeout.
             self._last_reclaim[group.key] = now
+            await self._ack(group, acked)
+            acked = ()
             reclaimed = await self._reclaim(group, member, limit, visibility_ms)
             if reclaimed:
                 return reclaimed
         block = max(1, int(min(wait, visibility, BLOCK_SLICE_SECONDS) * 1000))
         streams = {stream_key(group.api): ">", replay_key(group): ">"}
-        reply = await self._redis.xreadgroup(group.key, member, streams, count=limit, block=block)
+        if acked:  # one round trip: the acknowledgements, then the blocking read
+            async with self._redis.pipeline(transaction=False) as pipe:
+                replays = self._queue_acks(pipe, group, acked)
+                pipe.xreadgroup(group.key, member, streams, count=limit, block=block)
+                reply = (await pipe.execute())[-1]
+            self._forget(replays)
+        else:
+            reply = await self._redis.xreadgroup(group.key, member, streams, count=limit, block=block)
         deliveries: list[Delivery] = []
         unwanted: list[bytes] = []
         for key, entries in reply or ():
@@ -372,17 +393,31 @@ class RedisEventBackend:
 
     @_unavailable_when_redis_fails
     async def ack(self, group: GroupRef, event_ids: Sequence[str]) -> None:
-        if not event_ids:
-            return
+        await self._ack(group, event_ids)
+
+    async def _ack(self, group: GroupRef, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                replays = self._queue_acks(pipe, group, event_ids)
+                await pipe.execute()
+            self._forget(replays)
+
+    def _queue_acks(self, pipe: Any, group: GroupRef, event_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """XACK `event_ids` in `pipe`; a replayed one's replay entry is acknowledged and deleted.
+        The replayed ones: forgotten once `pipe` ran (if it fails, a retry acknowledges them again)."""
+        replayed = [(group.key, i) for i in event_ids if (group.key, i) in self._replayed]
         plain = [i for i in event_ids if (group.key, i) not in self._replayed]
-        replays = [self._replayed.pop((group.key, i)) for i in event_ids if (group.key, i) in self._replayed]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if plain:
-                pipe.xack(stream_key(group.api), group.key, *plain)
-            if replays:
-                pipe.xack(replay_key(group), group.key, *replays)
-                pipe.xdel(replay_key(group), *replays)
-            await pipe.execute()
+        if plain:
+            pipe.xack(stream_key(group.api), group.key, *plain)
+        if replayed:
+            entries = [self._replayed[key] for key in replayed]
+            pipe.xack(replay_key(group), group.key, *entries)
+            pipe.xdel(replay_key(group), *entries)
+        return replayed
+
+    def _forget(self, replayed: Sequence[tuple[str, str]]) -> None:
+        for key in replayed:
+            self._replayed.pop(key, None)
 
     async def retry_later(self, group: GroupRef, event_id: str, seconds: float) -> None:
         # Pending entries are taken over once idle for the visibility timeout; leaving it
@@ -472,16 +507,16 @@ class RedisEventBackend:
 
 def _outbox_reader(api: str, after: int) -> Callable[[Tx], list[Row]]:
     def read(tx: Tx) -> list[Row]:
+        # The log's table too: the outbox before migration 3 of the bus (an upgraded store's
+        # unrelayed events), or a log kept while the bus was embedded.
         return tx.fetchall(
-            "SELECT * FROM bus_events WHERE api = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (api, after, RELAY_BATCH),
+            f"SELECT {EVENT_COLUMNS} FROM {OUTBOX_TABLE} WHERE api = ? AND seq > ?"
+            f" UNION ALL SELECT {EVENT_COLUMNS} FROM {LOG_TABLE} WHERE api = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (api, after, api, after, RELAY_BATCH),
         )
 
     return read
-
-
-def _delete_relayed(tx: Tx, api: str, last: int) -> None:
-    tx.execute("DELETE FROM bus_events WHERE api = ? AND seq <= ?", (api, last))
 
 
 def _wanted(record: EventRecord, types: Sequence[str], reader: Reader) -> bool:

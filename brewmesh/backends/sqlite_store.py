@@ -71,6 +71,8 @@ _Outcome = tuple[_QueuedWrite[Any], object, BaseException | None, Callbacks]
 class SqliteBackend:
     """SQLite in WAL mode: one writer thread, `readers` reader threads."""
 
+    serial_writes = True
+
     def __init__(
         self,
         path: Path,
@@ -315,7 +317,10 @@ class SqliteBackend:
             # checkpoint that had to win the write lock from them by polling could wait for
             # hundreds of milliseconds, the WAL growing all the while.
             self._restart_due = True
-            self._writer.submit(self._restart)
+            try:
+                self._writer.submit(self._restart)
+            except RuntimeError:  # closing: the last connection's close checkpoints the rest
+                self._restart_due = False
 
     def _restart(self) -> None:
         """On the writer thread, between writes: finish the checkpoint so the WAL starts over."""
