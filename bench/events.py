@@ -17,6 +17,10 @@ processes of every part, and stops all of them at the end:
     fire->delivery from the event's time (stamped as it is fired, in the
     same wall clock). The reference: bench/lightbus_side.py, the same
     number of events, one named listener, on the same Redis (its own db).
+    Three rounds, each running Lightbus, then the Redis bus, then the
+    embedded one, so that a slow moment of the machine weighs on all
+    three alike; each figure is the median of its rounds, and each
+    round's delivered/s is printed too.
     Targets: Redis >= 10x Lightbus's delivered/s; embedded >= 5x.
 (b) Events fired by UpdateRecipe RPCs with a field mask (a mesh process
     with every component, as `brewmesh up`; a client process over gRPC),
@@ -350,9 +354,9 @@ async def lightbus_reference(kids: Children, redis_url: str, options: Options) -
     return result
 
 
-async def fire_directly(kids: Children, tmp: Path, options: Options, redis_url: str) -> Flow:
+async def fire_directly(kids: Children, tmp: Path, options: Options, redis_url: str, round_: int) -> Flow:
     """Part (a) on one bus: Redis when `redis_url`, else the embedded log."""
-    tag = "redis" if redis_url else "embedded"
+    tag = f"{'redis' if redis_url else 'embedded'}-{round_}"
     mesh = await start_mesh(kids, f"a-{tag}-firer", tmp / f"a-{tag}", "partners,recipes", redis_url)
     if redis_url:
         listener = await kids.side(f"a-{tag}-listener", "listen", "--redis-url", redis_url)
@@ -386,49 +390,85 @@ async def fire_directly(kids: Children, tmp: Path, options: Options, redis_url: 
     )
 
 
-def rows_a(lightbus: dict[str, Any], flows: dict[str, Flow], options: Options) -> list[Row]:
-    lb_delivered = float(lightbus["delivered_per_s"])
+def median_flow(flows: Sequence[Flow]) -> Flow:
+    """Each figure's median over the rounds (counts: the least, so a lost event shows)."""
+
+    def mid(values: Sequence[float | None]) -> float | None:
+        known = [v for v in values if v is not None and not math.isnan(v)]
+        return statistics.median(known) if known else None
+
+    def of(name: str) -> float | None:
+        return mid([getattr(f, name) for f in flows])
+
+    return Flow(
+        min(f.fired for f in flows),
+        of("fired_per_s") or float("nan"),
+        min(f.delivered for f in flows),
+        of("delivered_per_s") or float("nan"),
+        of("p50_ms"),
+        of("p99_ms"),
+        of("max_ms"),
+        max(f.duplicates for f in flows),
+        of("firer_cpu") or float("nan"),
+        of("listener_cpu") or float("nan"),
+    )
+
+
+def lightbus_flow(result: dict[str, Any]) -> Flow:
+    fired, delivered = float(result["fired_per_s"]), float(result["delivered_per_s"])
+    return Flow(0, fired, 0, delivered, result["p50_ms"], result["p99_ms"], None)
+
+
+def per_round(flows: Sequence[Flow]) -> str:
+    return " / ".join(fmt(f.delivered_per_s) for f in flows)
+
+
+def rows_a(lightbus_runs: Sequence[Flow], flow_runs: dict[str, list[Flow]], options: Options) -> list[Row]:
+    lightbus = median_flow(lightbus_runs)
+    lb_delivered = lightbus.delivered_per_s
+    lb_rates = f"{fmt(lightbus.fired_per_s)} / {fmt(lb_delivered)}"
+    lb_times = f"{fmt(lightbus.p50_ms, 1)} / {fmt(lightbus.p99_ms, 1)}"
+    rounds = f"median of {len(lightbus_runs)} rounds" if len(lightbus_runs) > 1 else "1 round"
     rows = [
         Row(
             "(a) Lightbus",
-            f"fired/s, delivered/s ({options.events} events, {options.concurrency} loop(s))",
-            f"{fmt(lightbus['fired_per_s'])} / {fmt(lb_delivered)}",
+            f"fired/s, delivered/s ({options.events} events, {options.concurrency} loop(s); {rounds})",
+            lb_rates,
         ),
-        Row(
-            "(a) Lightbus",
-            "fire->delivery p50 / p99 ms",
-            f"{fmt(lightbus['p50_ms'], 1)} / {fmt(lightbus['p99_ms'], 1)}",
-        ),
+        Row("(a) Lightbus", "fire->delivery p50 / p99 ms", lb_times),
+        Row("(a) Lightbus", "delivered/s in each round", per_round(lightbus_runs)),
     ]
     for tag, label, target in (
         ("redis", "(a) Redis bus", REDIS_TARGET),
         ("embedded", "(a) embedded", EMBEDDED_TARGET),
     ):
-        flow = flows[tag]
-        complete = flow.delivered == flow.fired == options.events
+        runs = flow_runs[tag]
+        flow = median_flow(runs)
+        complete = all(f.delivered == f.fired == options.events for f in runs)
         rows += [
             Row(
                 label,
                 f"fired/s, delivered/s{'' if complete else ' (NOT every event delivered!)'}",
                 f"{fmt(flow.fired_per_s)} / {fmt(flow.delivered_per_s)}",
                 "",
-                f"{fmt(lightbus['fired_per_s'])} / {fmt(lb_delivered)}",
+                lb_rates,
             ),
             Row(
                 label,
                 "fire->delivery p50 / p99 ms",
                 f"{fmt(flow.p50_ms, 1)} / {fmt(flow.p99_ms, 1)}",
                 "",
-                f"{fmt(lightbus['p50_ms'], 1)} / {fmt(lightbus['p99_ms'], 1)}",
+                lb_times,
             ),
             Row(
                 label,
                 "firer / listener CPU, cores",
                 f"{fmt(flow.firer_cpu, 2)} / {fmt(flow.listener_cpu, 2)}",
             ),
+            Row(label, "delivered/s in each round", per_round(runs), "", per_round(lightbus_runs)),
             Row(
                 label,
-                "delivered/s vs Lightbus",
+                "delivered/s vs Lightbus (medians)",
                 f"{flow.delivered_per_s / lb_delivered:.2f}x",
                 f">= {target:g}x",
                 fmt(lb_delivered),
@@ -851,13 +891,17 @@ async def measure(options: Options, tmp: Path, redis_base_url: str) -> list[Row]
     rows: list[Row] = []
     async with children(tmp) as kids:
         if "a" in options.parts:
-            progress(f"(a) Lightbus 1.1.2: {options.events} events ...")
-            lightbus = await lightbus_reference(kids, db(0), options)
-            flows: dict[str, Flow] = {}
-            for tag, url in (("redis", db(1)), ("embedded", "")):
-                progress(f"(a) {tag}: {options.events} events fired directly ...")
-                flows[tag] = await fire_directly(kids, tmp, options, url)
-            rows += rows_a(lightbus, flows, options)
+            # Rounds alternate the three, so a slow moment of the machine weighs on each alike.
+            lightbus_runs: list[Flow] = []
+            flow_runs: dict[str, list[Flow]] = {"redis": [], "embedded": []}
+            for r in range(options.rounds):
+                lightbus_db, redis_db = db(10 + r), db(13 + r)  # fresh ones each round
+                progress(f"(a) round {r + 1}: Lightbus 1.1.2, {options.events} events ...")
+                lightbus_runs.append(lightbus_flow(await lightbus_reference(kids, lightbus_db, options)))
+                for tag, url in (("redis", redis_db), ("embedded", "")):
+                    progress(f"(a) round {r + 1}: {tag}, {options.events} events fired directly ...")
+                    flow_runs[tag].append(await fire_directly(kids, tmp, options, url, r))
+            rows += rows_a(lightbus_runs, flow_runs, options)
         if "b" in options.parts:
             deliveries: dict[str, tuple[Delivery, Delivery]] = {}
             for tag, url in (("embedded", ""), ("redis", db(2))):

@@ -104,7 +104,6 @@ class Bus:
         self._listeners: set[asyncio.Task[None]] = set()
         self._observers: dict[tuple[str, str], list[Observer]] = {}
         self._observed_apis: set[str] = set()
-        self._fired: dict[tuple[str, str], Callable[[], None]] = {}
 
     # -- firing ---------------------------------------------------------------
     def fire(self, tx: Tx, api: str, event_type: str, payload: message.Message, scope: str) -> None:
@@ -118,7 +117,7 @@ class Bus:
         packed.Pack(payload)
         record = new_record(api, event_type, scope, packed, self.source, current_traceparent())
         self.backend.stage(tx, record)
-        tx.after_commit(self._fired_counter(api, event_type))
+        tx.after_commit(self.metrics.increment(self.metrics.events_fired, api, event_type))
         for observer in self._observers.get((api, event_type), ()):
             tx.after_commit(functools.partial(observer, payload))
 
@@ -275,19 +274,16 @@ class Bus:
             with contextlib.suppress(Unavailable):  # unacknowledged: handed out again later
                 await asyncio.shield(self.backend.ack(group, done))
 
-    def _fired_counter(self, api: str, event_type: str) -> Callable[[], None]:
-        # Looked up once per event type: labels() takes a lock and builds a key on every call.
-        counter = self._fired.get((api, event_type))
-        if counter is None:
-            counter = self._fired[(api, event_type)] = self.metrics.events_fired.labels(api, event_type).inc
-        return counter
-
     def _delivered(self, group: GroupRef) -> None:
-        self.metrics.events_delivered.labels(group.api, f"{group.namespace}/{group.listener}").inc()
+        self.metrics.increment(
+            self.metrics.events_delivered, group.api, f"{group.namespace}/{group.listener}"
+        )()
 
     async def _bury(self, group: GroupRef, delivery: Delivery, reason: str) -> None:
         await self.backend.bury(group, delivery, reason)
-        self.metrics.events_dead_lettered.labels(group.api, f"{group.namespace}/{group.listener}").inc()
+        self.metrics.increment(
+            self.metrics.events_dead_lettered, group.api, f"{group.namespace}/{group.listener}"
+        )()
 
     async def _failed(self, group: GroupRef, delivery: Delivery, error: Exception) -> None:
         event_id = delivery.event.id

@@ -78,6 +78,18 @@ class Metrics:
             "brewmesh_machine_up", "1 if the machine's last health check answered SERVING, else 0.",
             ["machine"], registry=r,
         )  # fmt: skip
+        self._increments: dict[tuple[Counter, tuple[str, ...]], Callable[[], None]] = {}
+
+    def increment(self, counter: Counter, *labels: str) -> Callable[[], None]:
+        """`counter`'s increment for `labels`, looked up once: for what counts every event.
+
+        labels() takes a lock and builds a key on every call, which costs more than the
+        increment itself.
+        """
+        increment = self._increments.get((counter, labels))
+        if increment is None:
+            increment = self._increments[(counter, labels)] = counter.labels(*labels).inc
+        return increment
 
 
 GROUP_LABELS = ("api", "namespace", "listener")
