@@ -321,11 +321,15 @@ class Outbox:
     def forget(self, tx: Tx, api: str, upto: int) -> None:
         """Before deleting rows of `api` up to `upto`: keep the sequence from going back."""
         if self._serial:  # elsewhere bus_heads counts every number taken
-            tx.execute(
-                "INSERT INTO bus_heads (api, last_seq) VALUES (?, ?) ON CONFLICT (api)"
-                " DO UPDATE SET last_seq = excluded.last_seq WHERE bus_heads.last_seq < excluded.last_seq",
-                (api, upto),
-            )
+            self.continue_after(tx, api, upto)
+
+    def continue_after(self, tx: Tx, api: str, seq: int) -> None:
+        """Number `api`'s next events after `seq` at least."""
+        tx.execute(
+            "INSERT INTO bus_heads (api, last_seq) VALUES (?, ?) ON CONFLICT (api)"
+            " DO UPDATE SET last_seq = excluded.last_seq WHERE bus_heads.last_seq < excluded.last_seq",
+            (api, seq),
+        )
 
     def _next_counted(self, tx: Tx, api: str) -> int:
         last = self._last.get(api)

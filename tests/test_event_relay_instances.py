@@ -157,3 +157,24 @@ async def test_events_of_a_log_kept_while_the_bus_was_embedded_are_relayed_first
         await _fire(bus, bus.store, "outboxed", 5)
         seen = await _stream(bus, 10)
     assert seen == [f"logged/{i}" for i in range(5)] + [f"outboxed/{i}" for i in range(5)]
+
+
+async def test_a_store_behind_redis_numbers_its_events_after_what_redis_relayed(
+    store_url: str | None, fresh_redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store restored from a backup older than the bus (here: its bus tables emptied) would
+    number new events below Redis's marker, and the relay would skip them as relayed."""
+    async with instance(store_url, fresh_redis_url, tmp_path) as bus:
+        await _fire(bus, bus.store, "before", 5)
+        await _stream(bus, 5)
+        await bus.store.write(_forget_every_event)
+    async with instance(store_url, fresh_redis_url, tmp_path) as bus:
+        await _fire(bus, bus.store, "after", 3)
+        seen = await _stream(bus, 8)
+    assert seen == [f"before/{i}" for i in range(5)] + [f"after/{i}" for i in range(3)]
+    assert "Redis relayed up to 5" in caplog.text
+
+
+def _forget_every_event(tx: Tx) -> None:
+    for table in ("bus_heads", OUTBOX_TABLE, "bus_events"):
+        tx.execute(f"DELETE FROM {table}")

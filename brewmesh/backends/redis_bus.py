@@ -169,8 +169,28 @@ class RedisEventBackend:
         for api in self._served:
             marker = await self._redis.get(relayed_key(api))
             self._relayed[api] = int(marker or 0)
+            await self.store.write(functools.partial(self._catch_up, api=api, relayed=self._relayed[api]))
         self._relay_task = asyncio.get_running_loop().create_task(self._relay_forever())
         self._relay_due.set()
+
+    def _catch_up(self, tx: Tx, api: str, relayed: int) -> None:
+        """A store behind Redis's marker (restored from an older backup, or new beside a Redis
+        that relayed for another): its next events would take numbers the relay has passed, and
+        be skipped as relayed. They are numbered after the marker instead."""
+        head = self._outbox.head(tx, api)
+        if head < relayed:
+            self._outbox.continue_after(tx, api, relayed)
+            tx.after_commit(
+                functools.partial(
+                    log.warning,
+                    "the store's events of %s end at %d but Redis relayed up to %d: is the store"
+                    " older than the bus? New events are numbered from %d",
+                    api,
+                    head,
+                    relayed,
+                    relayed + 1,
+                )
+            )
 
     # -- writing: outbox, then relay ---------------------------------------------------
     def stage(self, tx: Tx, record: EventRecord) -> None:
