@@ -289,7 +289,6 @@ class Outbox:
 
     def __init__(self, table: str, serial_writes: bool) -> None:
         assert table in (LOG_TABLE, OUTBOX_TABLE)
-        self.table = table
         self._serial = serial_writes
         self._last: dict[str, int] = {}
         self._insert = f"INSERT INTO {table} ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

@@ -195,7 +195,7 @@ class Bus:
 
     async def _observe_elsewhere(self, api: str) -> None:
         """One reader per API for every observer of its events fired by other processes."""
-        cursor = await self.backend.head(api)
+        cursor = await _until_answered(f"observing {api}", functools.partial(self.backend.head, api))
         others = Reader(None, not_from=self.source)  # ours were observed at commit
         while True:
             types = sorted(t for (a, t) in self._observers if a == api)
@@ -233,7 +233,7 @@ class Bus:
         return task
 
     async def _run_solo(self, api: str, event_type: str, handler: Handler) -> None:
-        cursor = await self.backend.head(api)
+        cursor = await _until_answered(f"listening to {api}", functools.partial(self.backend.head, api))
         while True:
             read = functools.partial(
                 self.backend.read, api, cursor, [event_type], EVERYTHING, BATCH, WAIT_SECONDS
@@ -243,7 +243,9 @@ class Bus:
                 await _handle_until_done(handler, event)
 
     async def _run_group(self, group: GroupRef, handler: Handler) -> None:
-        start = await self.backend.head(group.api)
+        start = await _until_answered(
+            f"listener {group.listener}", functools.partial(self.backend.head, group.api)
+        )
         member = uuid.uuid4().hex
         settings = self.settings
         done: list[str] = []  # acknowledged with the next claim, or as the listener stops

@@ -127,16 +127,15 @@ class EmbeddedEventBackend:
         visibility: float,
         acked: Sequence[str] = (),
     ) -> list[Delivery]:
-        reader = group.reader
         deadline = time.monotonic() + wait
         acking = [int(event_id) for event_id in acked]
+        claim = functools.partial(
+            self._claim, group=group, start=start, member=member, limit=limit, visibility=visibility
+        )
         while True:
             appended = self._appended.setdefault(group.api, asyncio.Event())
             head = await self._head(group.api)
-            claim = functools.partial(
-                self._claim, group=group, start=start, member=member, limit=limit, visibility=visibility
-            )
-            work = functools.partial(claim, reader=reader, head=head, acked=acking)
+            work = functools.partial(claim, reader=group.reader, head=head, acked=acking)
             claimed, next_expiry = await self.store.quick_write(work)
             acking = []  # committed with this claim
             if claimed:

@@ -56,6 +56,7 @@ SWEEP_SECONDS = 1.0
 """How often, at most, the relay looks in the outbox of an API this process fired nothing of
 lately (for what another instance, or a crash, left unrelayed)."""
 PRUNE_WHEN_QUIET_SECONDS = 1.0
+PRUNE_AT_STOP_SECONDS = 2.0
 RELAY_RETRY_SECONDS = 1.0
 BLOCK_SLICE_SECONDS = 2.0
 # Above the longest blocking read: redis-py's default (5 s) would cut a blocked XREAD short.
@@ -522,7 +523,20 @@ class RedisEventBackend:
             self._relay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._relay_task
+        try:
+            async with asyncio.timeout(PRUNE_AT_STOP_SECONDS):  # a stop must not wait on a lost Redis
+                await self._prune_at_stop()
+        except Exception:  # housekeeping: the next prune deletes them
+            log.warning("could not delete relayed events from the outbox at stop", exc_info=True)
         await self._redis.aclose()
+
+    async def _prune_at_stop(self) -> None:
+        """Delete what Redis says was relayed (the relay may have stopped between its script's
+        answer and noting it), so a restart's relay does not read it again."""
+        for api in self._served:
+            marker = int(await self._redis.get(relayed_key(api)) or 0)
+            self._relayed[api] = max(self._relayed.get(api, 0), marker)
+        await self._prune()
 
 
 def _outbox_reader(api: str, after: int) -> Callable[[Tx], list[Row]]:
