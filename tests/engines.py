@@ -364,11 +364,12 @@ requirepass {password}
 
 
 @contextlib.contextmanager
-def start_redis(base: Path) -> Iterator[RedisServer]:
-    """A fresh Redis (child process, nothing persisted) in a temporary directory under `base`."""
+def start_redis(base: Path, port: int | None = None, password: str | None = None) -> Iterator[RedisServer]:
+    """A fresh Redis (child process, nothing persisted) in a temporary directory under `base`;
+    on `port` and with `password` if given (a client may be told where it will be)."""
     executable = find_redis()
     root = Path(tempfile.mkdtemp(prefix="redis-", dir=base))
-    password = secrets.token_hex(16)
+    password = password or secrets.token_hex(16)
     processes: list[subprocess.Popen[bytes]] = []
 
     def kill() -> None:
@@ -380,17 +381,18 @@ def start_redis(base: Path) -> Iterator[RedisServer]:
 
     _running[id(kill)] = kill
     try:
-        for attempt in range(PORT_ATTEMPTS):
-            port = _free_port()
-            config, log = root / "redis.conf", root / f"redis-{port}.log"
-            config.write_text(_REDIS_CONFIG.format(port=port, dir=root, password=password))
+        attempts = 1 if port else PORT_ATTEMPTS
+        for attempt in range(attempts):
+            chosen = port or _free_port()
+            config, log = root / "redis.conf", root / f"redis-{chosen}.log"
+            config.write_text(_REDIS_CONFIG.format(port=chosen, dir=root, password=password))
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     [str(executable), str(config)], stdout=out, stderr=subprocess.STDOUT, cwd=root
                 )
             processes.append(process)
-            server = RedisServer(HOST, port, password, root)
-            if _wait_for_redis(server, process, log, last_attempt=attempt == PORT_ATTEMPTS - 1):
+            server = RedisServer(HOST, chosen, password, root)
+            if _wait_for_redis(server, process, log, last_attempt=attempt == attempts - 1):
                 break
         yield server
         with contextlib.suppress(redis.RedisError), server.client() as client:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import subprocess
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -32,7 +32,7 @@ from brewmesh.events import Bus
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.storage import Store, Tx
 from tests.conftest import free_port
-from tests.engines import find_redis
+from tests.engines import start_redis
 
 API = "brewmesh.recipes.v1.RecipeService"
 INSTANCES = 3
@@ -192,31 +192,26 @@ def _forget_every_event(tx: Tx) -> None:
 async def test_an_observer_begun_while_redis_is_down_hears_events_once_it_is_back(tmp_path: Path) -> None:
     """An observer (a cache kept in step) that starts while Redis does not answer keeps trying,
     and hears the next event once Redis is back; it must not end on the first refusal."""
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
+    port, password = free_port(), secrets.token_hex(16)
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
     store = open_store(None, tmp_path / "observer")
     await store.migrate(event_backend.MIGRATIONS)
     observer_bus = Bus(RedisEventBackend(url, store, (), retention=1000), store, ApiRegistry(), "observer")
     heard = asyncio.Event()
     observer_bus.observe(f"{API}.recipe_updated", lambda payload: heard.set())
     await asyncio.sleep(0)  # the observer's task starts, and finds nothing listening on the port
-    server = subprocess.Popen(  # noqa: ASYNC220 (starting it is instant; nothing waits on it)
-        [str(find_redis()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
     try:
-        async with instance(None, url, tmp_path / "firer") as firer:
-            # An observer hears what is fired from the moment it follows: fire until it hears.
-            async with asyncio.timeout(15):
-                while not heard.is_set():
-                    await firer.store.write(functools.partial(firer.stage, record=_recipe_updated()))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(heard.wait(), 0.5)
+        with start_redis(tmp_path, port=port, password=password):  # answers PING when it returns
+            async with instance(None, url, tmp_path / "firer") as firer:
+                # An observer hears what is fired from the moment it follows: fire until it hears.
+                async with asyncio.timeout(15):
+                    while not heard.is_set():
+                        await firer.store.write(functools.partial(firer.stage, record=_recipe_updated()))
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(heard.wait(), 0.5)
     finally:
         await observer_bus.close()
         await store.close()
-        server.terminate()
-        server.wait(10)
 
 
 def _recipe_updated() -> event_backend.EventRecord:
