@@ -183,7 +183,8 @@ class Bus:
         this process is observed as its transaction commits, before the
         caller hears back; one fired by another process (Redis bus), as soon
         as the backend delivers it. The observer runs on the event loop and
-        must be quick and must not fail.
+        must be quick; should it fail, or an event's payload not be readable
+        here, that event is logged and passed over and the next ones observed.
         """
         api, _, event_type = event.rpartition(".")
         self.registry.spec(api, event_type)  # fail fast on a typo
@@ -203,13 +204,33 @@ class Bus:
             before = cursor
             batch, cursor = await _until_answered(f"observing {api}", read)
             for event in batch:
-                payload = unpack(event).payload
-                for observer in self._observers.get((api, event.type), ()):
-                    observer(payload)
+                self._tell_observers(api, event)
             if cursor != before:
                 # Busy: let the next moment's events gather, one read for many (caches
                 # still hear of a change within milliseconds).
                 await asyncio.sleep(OBSERVE_GATHER_SECONDS)
+
+    def _tell_observers(self, api: str, event: events_pb2.Event) -> None:
+        """Hand one event to its observers; an event they cannot take is logged and passed over,
+        so one bad event (another version's payload type, bytes that do not decode, an
+        observer's bug) does not end the reader and leave every cache deaf from then on."""
+        try:
+            payload = unpack(event).payload
+        except (KeyError, message.DecodeError) as error:
+            log.warning(
+                "observers of %s.%s skip event %s: its payload %r cannot be read here (%s)",
+                api,
+                event.type,
+                event.id,
+                event.payload.type_url,
+                error,
+            )
+            return
+        for observer in self._observers.get((api, event.type), ()):
+            try:
+                observer(payload)
+            except Exception:  # at commit, the store's after-commit rule does the same
+                log.exception("an observer of %s.%s failed on event %s", api, event.type, event.id)
 
     def listen(self, event: str, handler: Handler, listener_name: str | None = None) -> asyncio.Task[None]:
         """Run `handler` for each `event` (`<api>.<event type>`), at least once.

@@ -15,12 +15,30 @@ imports a driver.
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 Params = Sequence[Any]
+Callbacks = list[Callable[[], None]]
+
+log = logging.getLogger(__name__)
+
+
+def run_after_commit(callbacks: Callbacks) -> None:
+    """Run each after-commit callback; one that fails is logged and the rest still run.
+
+    The change is committed whatever a callback does: raising would tell the
+    caller it failed, and skip what the other callbacks do (waking the relay,
+    keeping caches in step), or leave queued writers unanswered.
+    """
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("an after-commit callback failed (the change is committed)")
 
 
 class Row(Protocol):

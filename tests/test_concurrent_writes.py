@@ -72,6 +72,27 @@ async def test_a_unique_key_taken_concurrently_is_a_conflict(store: Store) -> No
     assert all(isinstance(o, Conflict) for o in outcomes if o is not None), outcomes
 
 
+async def test_an_after_commit_callback_that_fails_fails_no_write(store: Store) -> None:
+    """Every concurrent writer is answered with its result, every other callback runs, and the
+    store keeps writing: the changes are committed whatever a callback does."""
+    ran: list[int] = []
+
+    def write(tx: Tx) -> int:
+        seq = _next_item(tx)
+        tx.after_commit(_fail)
+        tx.after_commit(lambda: ran.append(seq))
+        return seq
+
+    async with asyncio.timeout(30):
+        got = await asyncio.gather(*(store.write(write) for _ in range(RACERS)))
+        assert sorted(got) == sorted(ran) == list(range(1, RACERS + 1))
+        assert await store.quick_write(write) == RACERS + 1
+
+
+def _fail() -> None:
+    raise RuntimeError("a callback's bug")
+
+
 async def test_concurrent_creates_through_the_api_give_one_recipe(partner: PartnerClient) -> None:
     request = rpb.CreateRecipeRequest(
         namespace=partner.namespace,

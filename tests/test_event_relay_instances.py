@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as redis
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, field_mask_pb2
 
 from brewmesh import event_backend
 from brewmesh.apis import ApiRegistry
@@ -219,3 +219,91 @@ def _recipe_updated() -> event_backend.EventRecord:
     payload = any_pb2.Any()
     payload.Pack(recipes_pb2.RecipeUpdatedEvent(recipe=recipes_pb2.Recipe(name="recipes/common:r1")))
     return event_backend.new_record(API, "recipe_updated", "", payload, "firer")
+
+
+async def test_an_observer_passes_over_events_it_cannot_read_and_hears_the_next(
+    fresh_redis_url: str, tmp_path: Path
+) -> None:
+    """Another process's event whose payload this process cannot read (a type from a newer
+    proto, bytes that do not decode) is passed over, and so is an observer's failure: the
+    other observers hear that event, and every observer the events after it."""
+    store = open_store(None, tmp_path / "observer")
+    await store.migrate(event_backend.MIGRATIONS)
+    backend = RedisEventBackend(fresh_redis_url, store, (), retention=1000)
+    observer_bus = Bus(backend, store, ApiRegistry(), "observer")
+    heard: list[str] = []
+    arrived = asyncio.Event()
+
+    def observer(payload: Any) -> None:
+        heard.append(str(payload))
+        arrived.set()
+
+    def buggy(payload: Any) -> None:
+        raise RuntimeError("an observer's bug")
+
+    observer_bus.observe(f"{API}.recipe_updated", buggy)  # called first, fails on every event
+    observer_bus.observe(f"{API}.recipe_updated", observer)
+    unknown_type = any_pb2.Any(type_url="type.googleapis.com/brewmesh.recipes.v9.Newer", value=b"\x08\x01")
+    undecodable = any_pb2.Any(
+        type_url="type.googleapis.com/" + recipes_pb2.RecipeUpdatedEvent.DESCRIPTOR.full_name, value=b"\xff"
+    )
+    try:
+        async with instance(None, fresh_redis_url, tmp_path / "firer") as firer:
+            async with asyncio.timeout(15):  # it hears from the moment it follows: until it hears
+                while not heard:
+                    await firer.store.write(functools.partial(firer.stage, record=_recipe_updated()))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(arrived.wait(), 0.5)
+            arrived.clear()  # following now: the unreadable events are read, then the next one
+            for payload in (unknown_type, undecodable):
+                record = event_backend.new_record(API, "recipe_updated", "", payload, "firer")
+                await firer.store.write(functools.partial(firer.stage, record=record))
+            await firer.store.write(functools.partial(firer.stage, record=_recipe_updated()))
+            await asyncio.wait_for(arrived.wait(), 10)
+    finally:
+        await observer_bus.close()
+        await store.close()
+    assert len(heard) >= 2 and all("recipes/common:r1" in text for text in heard)
+
+
+@pytest.mark.parametrize("bus_kind", ["embedded", "redis"])
+async def test_an_observer_that_fails_on_a_local_fire_neither_fails_the_write_nor_stops_the_others(
+    bus_kind: str, fresh_redis_url: str, tmp_path: Path
+) -> None:
+    """The change is committed when observers run: the write returns, later observers hear it,
+    and the event is relayed as usual."""
+    store = open_store(None, tmp_path / "local")
+    await store.migrate(event_backend.MIGRATIONS)
+    backend: EventBackend
+    if bus_kind == "redis":
+        backend = RedisEventBackend(fresh_redis_url, store, (API,), retention=1000)
+    else:
+        backend = EmbeddedEventBackend(store, retention=1000)
+    registry = ApiRegistry()
+    registry.register(API)  # this process is the authority that fires
+    bus = Bus(backend, store, registry, "local")
+    heard: list[Any] = []
+
+    def buggy(payload: Any) -> None:
+        raise RuntimeError("an observer's bug")
+
+    try:
+        if isinstance(backend, RedisEventBackend):
+            await backend.start()
+        bus.observe(f"{API}.recipe_updated", buggy)
+        bus.observe(f"{API}.recipe_updated", heard.append)
+        before = await backend.head(API)
+        payload = recipes_pb2.RecipeUpdatedEvent(
+            recipe=recipes_pb2.Recipe(name="recipes/common:r1"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        )
+        await bus.fire_now(API, "recipe_updated", payload, "")
+        assert heard == [payload]
+        logged: list[Any] = []
+        async with asyncio.timeout(10):  # relayed (Redis) or logged (embedded) as usual
+            while not logged:
+                logged, before = await backend.read(API, before, (), EVERYTHING, 10, WAIT_SECONDS)
+        assert [event.type for event in logged] == ["recipe_updated"]
+    finally:
+        await bus.close()
+        await store.close()

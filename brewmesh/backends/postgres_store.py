@@ -25,7 +25,7 @@ from psycopg import errors
 from psycopg.rows import dict_row
 
 from brewmesh.errors import Unavailable
-from brewmesh.storage import Conflict, Params, Row, Transaction
+from brewmesh.storage import Callbacks, Conflict, Params, Row, Transaction, run_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,6 @@ CONNECT_SECONDS = 10
 # Any constant: the advisory lock that makes migrations one at a time across processes.
 MIGRATION_LOCK = 0x6272_6577
 RETRIED = (errors.SerializationFailure, errors.DeadlockDetected)
-
-Callbacks = list[Callable[[], None]]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -82,8 +80,7 @@ class PostgresBackend:
         # Shielded: a started write runs to its end, so after-commit callbacks are never skipped.
         future = loop.run_in_executor(self._executor, self._run, transaction)
         result, callbacks = await (asyncio.shield(future) if transaction.writes else future)
-        for callback in callbacks:
-            callback()
+        run_after_commit(callbacks)
         return result
 
     def _run(self, transaction: Transaction[T]) -> tuple[T, Callbacks]:

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from brewmesh.storage import Conflict, Params, Row, StoreUnusable, Transaction, Tx
+from brewmesh.storage import (
+    Callbacks,
+    Conflict,
+    Params,
+    Row,
+    StoreUnusable,
+    Transaction,
+    Tx,
+    run_after_commit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +44,6 @@ WAL_LIMIT_BYTES = 64 << 20
 """A WAL started over is cut back to this size (SQLite's journal_size_limit)."""
 LOCK_WAIT_MS = 10_000
 UNIQUE_ERRORS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
-
-Callbacks = list[Callable[[], None]]
 
 
 class _SqliteTx:
@@ -242,7 +249,7 @@ class SqliteBackend:
         """On the loop: callbacks of what committed, in commit order; then each caller's answer."""
         for write, result, error, callbacks in outcomes:
             self._writes_queued -= 1
-            _run_all(callbacks)
+            run_after_commit(callbacks)
             if write.future.cancelled():
                 continue
             if error is None:
@@ -265,7 +272,7 @@ class SqliteBackend:
                 self._loop_writes = self._connect(lock_wait_ms=0)
             if self._begin_without_waiting(self._loop_writes):
                 result, callbacks = self._finish(self._loop_writes, fn, wrote=True)
-                _run_all(callbacks)
+                run_after_commit(callbacks)
                 # Never suspended so far: let what this commit woke (the relay, readers) run
                 # before the caller writes again, or a tight loop of writes would starve them.
                 await asyncio.sleep(0)
@@ -345,8 +352,3 @@ class SqliteBackend:
             for connection in self._connections:
                 connection.close()
             self._connections.clear()
-
-
-def _run_all(callbacks: Callbacks) -> None:
-    for callback in callbacks:
-        callback()
