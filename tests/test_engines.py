@@ -68,11 +68,11 @@ def _uids(pid: int) -> list[int]:
 
 
 def test_postgres_does_not_run_as_root(postgres: PostgresServer) -> None:
-    with psycopg.connect(postgres.url("postgres")) as conn:
+    with psycopg.connect(postgres.url("postgres")) as conn:  # the backend lives while connected
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    for pid in (postgres.postmaster_pid(), row[0]):
-        assert 0 not in _uids(pid), f"process {pid} runs as root"
+        assert row is not None
+        for pid in (postgres.postmaster_pid(), row[0]):
+            assert 0 not in _uids(pid), f"process {pid} runs as root"
 
 
 def test_redis_needs_the_password(redis_server: RedisServer, fresh_redis_url: str) -> None:
