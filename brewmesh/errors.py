@@ -32,6 +32,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from brewmesh.interceptor_types import HandlerContinuation
+from brewmesh.written_streams import as_generator
 
 log = logging.getLogger(__name__)
 
@@ -366,10 +367,13 @@ def _wrap(handler: grpc.RpcMethodHandler[_Req, _Resp], method: str) -> grpc.RpcM
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream:
-        # A stream is an async generator, or a coroutine that writes with context.write (health's Watch).
-        streams = inspect.isasyncgenfunction(handler.unary_stream)
+        # A stream is an async generator, or a coroutine that writes with context.write (health's
+        # Watch): made a generator here, the innermost layer, for every interceptor outside.
+        stream: Behaviour = handler.unary_stream
+        if not inspect.isasyncgenfunction(stream):
+            stream = as_generator(stream)
         return grpc.unary_stream_rpc_method_handler(
-            (_wrap_stream if streams else _wrap_unary)(handler.unary_stream, method),
+            _wrap_stream(stream, method),
             request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )

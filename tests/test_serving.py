@@ -50,6 +50,21 @@ async def test_health_of_an_unknown_service_is_not_found(mesh: Mesh) -> None:
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@embedded_only
+async def test_health_watch_streams_each_change_of_status(mesh: Mesh) -> None:
+    """A load balancer watching a server hears SERVING, then NOT_SERVING as it begins to stop."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="brewmesh.recipes.v1.RecipeService")
+        )
+        first = await asyncio.wait_for(watch.read(), 10)
+        stopping = asyncio.create_task(mesh.server.stop(grace=1))
+        second = await asyncio.wait_for(watch.read(), 10)
+        await stopping
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 def test_grpcurl_lists_services_and_shows_doc_comments(mesh_process: MeshProcess) -> None:
     listed = grpcurl(mesh_process.address, "list")
     assert listed.returncode == 0, listed.stderr

@@ -10,13 +10,16 @@ collector.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -131,6 +134,39 @@ async def test_a_run_is_one_trace_across_the_runner_its_lookups_and_the_machine(
     run_servers = [s for s in hops["runner serves Run"] if s.context.trace_id == trace_id]
     assert len(run_servers) == 2, "the runner's and the machine's Run, each a server span"
     assert f"{trace_id:032x}" in fired.traceparent  # the run's events carry its trace
+
+
+async def test_health_watch_streams_with_tracing_on(
+    traced_mesh: tuple[Tracing, dict[str, str], str], exporter: InMemorySpanExporter
+) -> None:
+    """grpc clients' health checking and load balancers Watch a server's health: tracing must
+    not turn that stream into an error (it did: UNKNOWN, "'async for' requires ... __aiter__")."""
+    traced, at, _ = traced_mesh
+    watches_ended = _SpansEnded("grpc.health.v1.Health/Watch", len(at))
+    assert isinstance(traced.provider, TracerProvider)  # the SDK's, as the fixture made it
+    traced.provider.add_span_processor(watches_ended)
+    for part, address in at.items():
+        async with grpc.aio.insecure_channel(address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+            first = await asyncio.wait_for(watch.read(), 10)
+            assert first.status == health_pb2.HealthCheckResponse.SERVING, part
+            watch.cancel()
+    await asyncio.wait_for(watches_ended.all.wait(), 10)  # each stream traced, its span ended with it
+
+
+class _SpansEnded(SpanProcessor):
+    """Sets `all` once `count` server spans named `name` have ended."""
+
+    def __init__(self, name: str, count: int) -> None:
+        self.all = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._name, self._left = name, count
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.name.endswith(self._name) and span.kind == SpanKind.SERVER:
+            self._left -= 1
+            if self._left == 0:
+                self._loop.call_soon_threadsafe(self.all.set)
 
 
 async def _first_event(stream: Any) -> events_pb2.Event:
