@@ -62,6 +62,7 @@ from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
 from brewmesh.client import connect
 from brewmesh.event_backend import PUBLIC
 from brewmesh.events import Bus, BusSettings, ReceivedEvent, unless_stopped
+from brewmesh.keyed_channel import authorization
 from brewmesh.mesh import Mesh, all_components
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.runner.v1 import program_runner_pb2 as runner_pb
@@ -476,7 +477,7 @@ async def load_mode(args: argparse.Namespace) -> None:
 def open_idle(channel: grpc.aio.Channel, kind: str, index: int, run: str, key: str) -> Any:
     """Idle stream `index`: a Watch of `run`, a plain Subscribe from the oldest event, or a
     Subscribe with a listener name (a group of its own) from the oldest event."""
-    metadata = (("authorization", f"Bearer {key}"),)
+    metadata = (authorization(key),)
     if kind == "watch":
         watch = program_runner_pb2_grpc.ProgramRunnerStub(channel).Watch
         return watch(runner_pb.WatchRequest(run=run), metadata=metadata)

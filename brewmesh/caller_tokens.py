@@ -20,6 +20,7 @@ import grpc
 from brewmesh.auth import bearer_key
 from brewmesh.errors import Unauthenticated
 from brewmesh.interceptor_types import HandlerContinuation
+from brewmesh.keyed_channel import authorization
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
 TOKEN_RULE = "16 to 256 letters, digits or '.', '_', '~', '+', '/', '=', '-'"
@@ -32,7 +33,7 @@ def is_valid(token: str) -> bool:
 
 def call_metadata(token: str) -> tuple[tuple[str, str], ...]:
     """The metadata that presents `token` (none for no token)."""
-    return (("authorization", f"Bearer {token}"),) if token else ()
+    return (authorization(token),) if token else ()
 
 
 _Req = TypeVar("_Req")

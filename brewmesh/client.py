@@ -17,7 +17,7 @@ from grpc_status import rpc_status
 
 from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
 from brewmesh.errors import FieldViolation
-from brewmesh.interceptor_types import StreamContinuation, UnaryContinuation
+from brewmesh.keyed_channel import KeyedChannel
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.recipes.v1 import (
     formatters_pb2,
@@ -78,41 +78,6 @@ def service_config(deadline_seconds: float = DEFAULT_DEADLINE_SECONDS) -> str:
     )
 
 
-class _KeyedCall:
-    """Adds `authorization: Bearer <key>` to a call's metadata."""
-
-    def __init__(self, key: str) -> None:
-        self._header = ("authorization", f"Bearer {key}")
-
-    def _with_key(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata.add(*self._header)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-
-# grpc.aio files an interceptor under one call kind only, so one class per kind.
-class _UnaryKey(_KeyedCall, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(
-        self,
-        continuation: UnaryContinuation[_Req, _Resp],
-        details: grpc.aio.ClientCallDetails,
-        request: _Req,
-    ) -> grpc.aio.UnaryUnaryCall[_Req, _Resp]:
-        return await continuation(self._with_key(details), request)
-
-
-class _StreamKey(_KeyedCall, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(
-        self,
-        continuation: StreamContinuation[_Req, _Resp],
-        details: grpc.aio.ClientCallDetails,
-        request: _Req,
-    ) -> grpc.aio.UnaryStreamCall[_Req, _Resp]:
-        return await continuation(self._with_key(details), request)
-
-
 def channel(
     address: str,
     key: str | None = None,
@@ -126,7 +91,8 @@ def channel(
 
     Unary calls without a deadline get `deadline_seconds`; reads and Puts are
     retried when the server is UNAVAILABLE (`service_config`). `interceptors`
-    run before the key is added (metrics, tracing).
+    (metrics, tracing) run on every call; the key is added as each call is made
+    (brewmesh.keyed_channel), before them.
 
     `keepalive`: the channel's keepalive options (`brewmesh.keepalive.client_options`);
     default: a ping after 30 s of quiet.
@@ -135,14 +101,15 @@ def channel(
     `Tls.channel_credentials()` for mTLS) when given, else with the system's
     roots if `tls`, else plaintext.
     """
-    keyed: list[grpc.aio.ClientInterceptor] = [_UnaryKey(key), _StreamKey(key)] if key else []
-    chain = [*interceptors, *keyed] or None
+    chain = list(interceptors) or None
     if credentials is None and tls:
         credentials = grpc.ssl_channel_credentials()
     options = [*(keepalive or _KEEPALIVE), ("grpc.service_config", service_config(deadline_seconds))]
     if credentials is not None:
-        return grpc.aio.secure_channel(address, credentials, options=options, interceptors=chain)
-    return grpc.aio.insecure_channel(address, options=options, interceptors=chain)
+        opened = grpc.aio.secure_channel(address, credentials, options=options, interceptors=chain)
+    else:
+        opened = grpc.aio.insecure_channel(address, options=options, interceptors=chain)
+    return KeyedChannel(opened, key) if key else opened
 
 
 @dataclass

@@ -16,6 +16,7 @@ import grpc
 from brewmesh.auth import ADMIN, KeyGrant, Principal
 from brewmesh.client import channel
 from brewmesh.errors import Unavailable
+from brewmesh.keyed_channel import authorization
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 
 CALL_SECONDS = 5.0
@@ -42,7 +43,7 @@ class RemoteKeys:
         try:
             caller = await self._stub.GetCaller(
                 partners_pb2.GetCallerRequest(),
-                metadata=[("authorization", f"Bearer {key}")],
+                metadata=[authorization(key)],
                 timeout=CALL_SECONDS,
             )
         except grpc.aio.AioRpcError as error:

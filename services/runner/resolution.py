@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from brewmesh.client import MeshClient, connect
 from brewmesh.errors import FailedPrecondition, NotFound, Unavailable
+from brewmesh.keyed_channel import authorization
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.read_cache import ReadCache
 from brewmesh.recipes.v1 import recipes_pb2
@@ -98,7 +99,7 @@ class Resolver:
             request,
             timeout,
             "partner registry",
-            (("authorization", f"Bearer {caller_key}"),) if caller_key else (),
+            (authorization(caller_key),) if caller_key else (),
         )
         return MachineTarget(
             endpoint=found.program_api.endpoint,
