@@ -10,7 +10,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TypeVar
 
 import grpc
 from grpc_status import rpc_status
@@ -28,9 +27,6 @@ from brewmesh.recipes.v1 import (
     recipes_pb2_grpc,
 )
 from brewmesh.runner.v1 import program_runner_pb2, program_runner_pb2_grpc
-
-_Req = TypeVar("_Req")
-_Resp = TypeVar("_Resp")
 
 _KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
 
