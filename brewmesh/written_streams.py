@@ -40,6 +40,7 @@ def as_generator(behaviour: Behaviour) -> Callable[..., AsyncIterator[Any]]:
     async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         written: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
         handler = asyncio.ensure_future(behaviour(request, _Writer(context, written)))
+        message: asyncio.Future[Any] | None = None
         try:
             while True:
                 message = asyncio.ensure_future(written.get())
@@ -47,14 +48,18 @@ def as_generator(behaviour: Behaviour) -> Callable[..., AsyncIterator[Any]]:
                 if message.done():
                     yield message.result()
                     continue
-                message.cancel()
+                message.cancel()  # before the queue is drained: it must not take what is left
                 handler.result()  # the handler's own error, if it failed
                 while not written.empty():
                     yield written.get_nowait()
                 return
         finally:
-            handler.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # its error was raised above
-                await handler
+            # Both, whether the stream ended or its client went away (cancelled mid-wait): a
+            # task left pending is an error in the log when it is collected.
+            for task in (message, handler):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):  # raised above
+                        await task
 
     return stream

@@ -12,6 +12,8 @@ ends the handler (its cleanup runs).
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -100,10 +102,14 @@ async def test_every_message_arrives_then_the_handlers_error_as_its_status(form:
 
 
 @pytest.mark.parametrize("form", ["written", "yielded"])
-async def test_a_client_that_goes_away_ends_the_handler(form: str) -> None:
+async def test_a_client_that_goes_away_ends_the_handler_and_leaves_nothing_pending(
+    form: str, caplog: pytest.LogCaptureFixture
+) -> None:
     streams = Streams(count=3, then_hold=True)
     async for channel in _serve(getattr(streams, form)):
         stream = _subscribe(channel)
         assert [(await stream.read()).id for _ in range(3)] == ["0", "1", "2"]
         stream.cancel()
         await asyncio.wait_for(streams.ended.wait(), 10)
+    gc.collect()  # a task left pending is reported as it is collected: "Task was destroyed but ..."
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
