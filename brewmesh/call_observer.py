@@ -9,7 +9,6 @@ the peer; never a key or a request's content.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -76,8 +75,8 @@ class CallObserverInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler  # client- and bidi-streaming: none in brewmesh's protos
 
-    def _unary(self, behaviour: Behaviour, method: str, kind: str = "unary") -> Behaviour:
-        labels = rpc_labels(method, kind)
+    def _unary(self, behaviour: Behaviour, method: str) -> Behaviour:
+        labels = rpc_labels(method, "unary")
 
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             self._on_done(context, method, labels, time.perf_counter())
@@ -90,18 +89,14 @@ class CallObserverInterceptor(grpc.aio.ServerInterceptor):
         open_streams = self._metrics.server_open_streams.labels(*labels)
         # The outermost layer writes the stream's messages with context.write: grpc.aio then
         # drives a coroutine, not one more generator, per stream (less CPU per message). Inside,
-        # every stream is a generator (brewmesh.written_streams); a bare coroutine is awaited.
-        writes = inspect.iscoroutinefunction(behaviour)
+        # every stream is a generator: the error mapping makes it one (brewmesh.written_streams).
 
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             self._on_done(context, method, labels, time.perf_counter())
             open_streams.inc()
             try:
-                if writes:
-                    await behaviour(request, context)
-                else:
-                    async for response in behaviour(request, context):
-                        await context.write(response)
+                async for response in behaviour(request, context):
+                    await context.write(response)
             finally:
                 open_streams.dec()
 

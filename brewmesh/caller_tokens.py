@@ -20,7 +20,6 @@ import grpc
 from brewmesh.auth import bearer_key
 from brewmesh.errors import Unauthenticated
 from brewmesh.interceptor_types import HandlerContinuation
-from brewmesh.keyed_channel import authorization
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")
 TOKEN_RULE = "16 to 256 letters, digits or '.', '_', '~', '+', '/', '=', '-'"
@@ -29,11 +28,6 @@ ENV = "BREWMESH_CALLER_TOKEN"
 
 def is_valid(token: str) -> bool:
     return TOKEN_RE.fullmatch(token) is not None
-
-
-def call_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """The metadata that presents `token` (none for no token)."""
-    return (authorization(token),) if token else ()
 
 
 _Req = TypeVar("_Req")
