@@ -9,14 +9,17 @@ the peer; never a key or a request's content.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 
-from brewmesh.interceptor_types import HandlerContinuation, StreamContinuation, UnaryContinuation
+from brewmesh.interceptor_types import HandlerContinuation
+from brewmesh.layered_channel import CallKind, LayeredChannel, MultiCallable
 from brewmesh.metrics import Metrics, rpc_labels
 
 access_log = logging.getLogger("brewmesh.access")
@@ -26,7 +29,6 @@ CallerOf = Callable[[Iterable[tuple[str, str | bytes]]], str]
 
 Behaviour = Callable[..., Any]
 Labels = tuple[str, str, str]
-Continuation = Callable[..., Any]
 
 
 _Req = TypeVar("_Req")
@@ -146,56 +148,31 @@ def _final_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
 # -- client side: the calls this process makes -----------------------------------------------------
 
 
-class _ClientObserver:
-    def __init__(self, metrics: Metrics) -> None:
+class _Counted:
+    """A multi-callable whose calls are counted, with their final code and latency, once done.
+
+    Reported from the call's done callback, after the caller has its answer: the caller
+    awaits grpc's own call, nothing of ours (see brewmesh.layered_channel)."""
+
+    def __init__(self, call: MultiCallable, metrics: Metrics, method: str, kind: CallKind) -> None:
+        self._call = call
         self._metrics = metrics
+        self._labels = rpc_labels(method, kind)
 
-    def _report(self, method: str | bytes, kind: str, code: grpc.StatusCode, start: float) -> None:
-        name = method.decode() if isinstance(method, bytes) else method
-        labels = rpc_labels(name, kind)
-        self._metrics.client_handled.labels(*labels, code.name).inc()
-        self._metrics.client_latency.labels(*labels).observe(time.perf_counter() - start)
-
-
-class _UnaryClientObserver(_ClientObserver, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(
-        self,
-        continuation: UnaryContinuation[_Req, _Resp],
-        details: grpc.aio.ClientCallDetails,
-        request: _Req,
-    ) -> grpc.aio.UnaryUnaryCall[_Req, _Resp]:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
-        call = await continuation(details, request)
-        code = grpc.StatusCode.CANCELLED
-        try:
-            await call  # the caller awaits it again and gets the same answer
-            code = grpc.StatusCode.OK
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-        finally:
-            self._report(details.method, "unary", code, start)
+        call = self._call(*args, **kwargs)
+        call.add_done_callback(functools.partial(self._done, start))
         return call
 
+    def _done(self, start: float, finished: grpc.aio.Call) -> None:
+        # Done, so its status is known: code() answers at once, but only as a coroutine.
+        asking = asyncio.ensure_future(finished.code())
+        asking.add_done_callback(functools.partial(self._report, start))
 
-class _StreamClientObserver(_ClientObserver, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(
-        self,
-        continuation: StreamContinuation[_Req, _Resp],
-        details: grpc.aio.ClientCallDetails,
-        request: _Req,
-    ) -> grpc.aio.UnaryStreamCall[_Req, _Resp]:
-        start = time.perf_counter()
-        call = await continuation(details, request)
-
-        def done(finished: grpc.aio.UnaryStreamCall[_Req, _Resp]) -> None:
-            # Done, so its status is known: code() answers at once, but only as a coroutine.
-            asking = asyncio.ensure_future(finished.code())
-            asking.add_done_callback(
-                lambda answered: self._report(details.method, "server_stream", _code_of(answered), start)
-            )
-
-        call.add_done_callback(done)
-        return call
+    def _report(self, start: float, answered: asyncio.Future[grpc.StatusCode]) -> None:
+        self._metrics.client_handled.labels(*self._labels, _code_of(answered).name).inc()
+        self._metrics.client_latency.labels(*self._labels).observe(time.perf_counter() - start)
 
 
 def _code_of(answered: asyncio.Future[grpc.StatusCode]) -> grpc.StatusCode:
@@ -205,6 +182,18 @@ def _code_of(answered: asyncio.Future[grpc.StatusCode]) -> grpc.StatusCode:
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
 
-def client_interceptors(metrics: Metrics) -> list[grpc.aio.ClientInterceptor]:
-    """Interceptors for a grpc.aio channel whose calls `metrics` should count."""
-    return [_UnaryClientObserver(metrics), _StreamClientObserver(metrics)]
+def counted_channel(channel: grpc.aio.Channel, metrics: Metrics) -> grpc.aio.Channel:
+    """`channel`, each of whose calls `metrics` counts (grpc_client_handled_total, latency)."""
+    return LayeredChannel(channel, lambda call, method, kind: _Counted(call, metrics, method, kind))
+
+
+@dataclass(frozen=True)
+class ClientObservers:
+    """How a process sees the calls it makes: counted in `metrics` (None: not counted), and
+    through `interceptors` (tracing)."""
+
+    metrics: Metrics | None = None
+    interceptors: tuple[grpc.aio.ClientInterceptor, ...] = ()
+
+
+NOT_OBSERVED = ClientObservers()

@@ -15,8 +15,10 @@ import grpc
 from grpc_status import rpc_status
 
 from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
+from brewmesh.call_observer import counted_channel
 from brewmesh.errors import FieldViolation
 from brewmesh.keyed_channel import KeyedChannel
+from brewmesh.metrics import Metrics
 from brewmesh.partners.v1 import partners_pb2, partners_pb2_grpc
 from brewmesh.recipes.v1 import (
     formatters_pb2,
@@ -82,13 +84,15 @@ def channel(
     keepalive: list[tuple[str, int]] | None = None,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    counted_by: Metrics | None = None,
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `address`, sending `key` with every call when given.
 
     Unary calls without a deadline get `deadline_seconds`; reads and Puts are
     retried when the server is UNAVAILABLE (`service_config`). `interceptors`
-    (metrics, tracing) run on every call; the key is added as each call is made
-    (brewmesh.keyed_channel), before them.
+    (tracing) run on every call; the key is added as each call is made
+    (brewmesh.keyed_channel), before them. `counted_by`: metrics that count
+    every call, by method and final code (brewmesh.call_observer).
 
     `keepalive`: the channel's keepalive options (`brewmesh.keepalive.client_options`);
     default: a ping after 30 s of quiet.
@@ -105,6 +109,8 @@ def channel(
         opened = grpc.aio.secure_channel(address, credentials, options=options, interceptors=chain)
     else:
         opened = grpc.aio.insecure_channel(address, options=options, interceptors=chain)
+    if counted_by is not None:
+        opened = counted_channel(opened, counted_by)
     return KeyedChannel(opened, key) if key else opened
 
 
@@ -145,11 +151,14 @@ def connect(
     credentials: grpc.ChannelCredentials | None = None,
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    counted_by: Metrics | None = None,
 ) -> MeshClient:
     """Typed stubs over `channel(...)` (see there)."""
-    return MeshClient(
-        channel(address, key, tls, credentials, interceptors=interceptors, deadline_seconds=deadline_seconds)
-    )
+    opened = channel(
+        address, key, tls, credentials, interceptors=interceptors, deadline_seconds=deadline_seconds,
+        counted_by=counted_by,
+    )  # fmt: skip
+    return MeshClient(opened)
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> list[FieldViolation]:

@@ -25,7 +25,7 @@ from brewmesh import bus_service, event_backend
 from brewmesh.apis import ApiRegistry
 from brewmesh.auth import ADMIN_KEY_FILE, Authenticator, KeyCheckInterceptor, KeyLookup, load_admin_key
 from brewmesh.backends import DB_FILE, open_store, without_password
-from brewmesh.call_observer import CallObserverInterceptor
+from brewmesh.call_observer import CallObserverInterceptor, ClientObservers
 from brewmesh.event_backend import EventBackend, GroupState
 from brewmesh.events import Bus, BusSettings
 from brewmesh.key_rotation import forget_rotated_keys
@@ -314,7 +314,7 @@ def _key_lookup(
     store: Store,
     peers: dict[str, str],
     tls: Tls | None,
-    interceptors: Sequence[grpc.aio.ClientInterceptor],
+    observers: ClientObservers,
 ) -> tuple[KeyLookup, RemoteKeys | None]:
     """Keys are checked by the component that owns the key table: here, or over gRPC."""
     for component in components:
@@ -325,7 +325,7 @@ def _key_lookup(
         raise StartError(
             Setting.PEERS, "a process without the partners service needs the address of the partners service"
         )
-    remote = RemoteKeys(address, peer_credentials(tls), interceptors)
+    remote = RemoteKeys(address, peer_credentials(tls), observers)
     return remote, remote
 
 

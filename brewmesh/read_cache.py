@@ -32,11 +32,17 @@ class ReadCache(Generic[K, V]):
         for key in [k for k in self._values if matches(k)]:
             del self._values[key]
 
+    def peek(self, key: K) -> V | None:
+        """The cached value, if there is one (without loading)."""
+        if key not in self._values:
+            return None
+        self._values.move_to_end(key)
+        return self._values[key]
+
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """The cached value, or `load()`'s (kept unless a change raced with it)."""
-        if key in self._values:
-            self._values.move_to_end(key)
-            return self._values[key]
+        if (cached := self.peek(key)) is not None:
+            return cached
         generation = self._generation
         value = await load()
         if generation == self._generation:

@@ -8,12 +8,12 @@ partner's key changed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC
 
 import grpc
 
 from brewmesh.auth import ADMIN, KeyGrant, Principal
+from brewmesh.call_observer import NOT_OBSERVED, ClientObservers
 from brewmesh.client import channel
 from brewmesh.errors import Unavailable
 from brewmesh.keyed_channel import authorization
@@ -29,13 +29,17 @@ class RemoteKeys:
         self,
         address: str,
         credentials: grpc.ChannelCredentials | None = None,
-        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        observers: ClientObservers = NOT_OBSERVED,
     ) -> None:
         """`credentials`: TLS to the partners service; None: plaintext.
-        `interceptors`: the process's own (its key checks are counted and traced like any call)."""
+        `observers`: the process's own (its key checks are counted and traced like any call)."""
         self.address = address
         self._channel = channel(
-            address, credentials=credentials, interceptors=interceptors, deadline_seconds=CALL_SECONDS
+            address,
+            credentials=credentials,
+            interceptors=observers.interceptors,
+            deadline_seconds=CALL_SECONDS,
+            counted_by=observers.metrics,
         )
         self._stub = partners_pb2_grpc.PartnerServiceStub(self._channel)
 

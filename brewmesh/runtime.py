@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 
 from brewmesh.auth import Authenticator, KeyLookup
-from brewmesh.call_observer import client_interceptors
+from brewmesh.call_observer import ClientObservers
 from brewmesh.errors import Unavailable
 from brewmesh.events import Bus
 from brewmesh.metrics import Metrics
@@ -21,9 +21,9 @@ from brewmesh.tls import Tls, peer_credentials
 from brewmesh.tracing import NO_TRACING, Tracing
 
 
-def observed_calls(metrics: Metrics, tracing: Tracing) -> list[grpc.aio.ClientInterceptor]:
-    """Interceptors that count (`metrics`) and trace (`tracing`) a channel's calls."""
-    return [*client_interceptors(metrics), *tracing.client_interceptors()]
+def observed_calls(metrics: Metrics, tracing: Tracing) -> ClientObservers:
+    """How a process's own calls are counted (`metrics`) and traced (`tracing`)."""
+    return ClientObservers(metrics, tuple(tracing.client_interceptors()))
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     tracing: Tracing = NO_TRACING
 
-    def client_interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+    def client_observers(self) -> ClientObservers:
         """For every channel this process opens: its calls are counted and traced."""
         return observed_calls(self.metrics, self.tracing)
 

@@ -9,6 +9,7 @@ ALREADY_EXISTS (never an internal error).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -87,6 +88,36 @@ async def test_an_after_commit_callback_that_fails_fails_no_write(store: Store) 
         got = await asyncio.gather(*(store.write(write) for _ in range(RACERS)))
         assert sorted(got) == sorted(ran) == list(range(1, RACERS + 1))
         assert await store.quick_write(write) == RACERS + 1
+
+
+LOOPED_WRITES = 1000
+MOST_WRITES_BETWEEN_TURNS = 100
+
+
+async def test_a_tight_loop_of_small_writes_lets_the_rest_of_the_process_run(store: Store) -> None:
+    """A service firing events back to back: SQLite commits small writes on the event loop itself,
+    and the other tasks of the process (calls, streams, the relay) still get turns meanwhile."""
+    written = 0
+    between_turns: list[int] = []  # writes committed between two turns of the other task
+
+    async def other_task() -> None:
+        seen = 0
+        while True:
+            await asyncio.sleep(0)
+            between_turns.append(written - seen)
+            seen = written
+
+    other = asyncio.create_task(other_task())
+    for i in range(LOOPED_WRITES):
+        await store.quick_write(functools.partial(_insert_item, owner="loop", seq=i))
+        written += 1
+    other.cancel()
+    assert len(between_turns) >= LOOPED_WRITES // MOST_WRITES_BETWEEN_TURNS, between_turns
+    assert max(between_turns) <= MOST_WRITES_BETWEEN_TURNS, between_turns
+
+
+def _insert_item(tx: Tx, owner: str, seq: int) -> None:
+    tx.execute("INSERT INTO race_items (owner, seq) VALUES (?, ?)", (owner, seq))
 
 
 def _fail() -> None:

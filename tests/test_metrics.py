@@ -136,9 +136,30 @@ async def test_a_run_moves_the_run_counters(measured: Mesh) -> None:
     assert value(text, "brewmesh_runs_started_total") == 1
     assert value(text, "brewmesh_runs_ended_total", **ended) == 1
     assert value(text, "brewmesh_machine_up", machine=f"{NS}/m1") == 1  # its health check said SERVING
-    # The runner's own call to the machine, counted on the client side.
-    machine_run = {"grpc_service": "brewmesh.runner.v1.ProgramRunner", "grpc_method": "Run"}
+    # The runner's own calls to the machine, counted on the client side, with their kind.
+    runner = "brewmesh.runner.v1.ProgramRunner"
+    machine_run = {"grpc_service": runner, "grpc_method": "Run", "grpc_type": "unary"}
     assert value(text, "grpc_client_handled_total", grpc_code="OK", **machine_run) == 1
+    machine_watch = {"grpc_service": runner, "grpc_method": "Watch", "grpc_type": "server_stream"}
+    text = await scrape(measured, lambda text: value(text, "grpc_client_handled_total", **machine_watch) > 0)
+    assert value(text, "grpc_client_handling_seconds_count", **machine_watch) >= 1
+
+
+async def test_a_failed_call_the_mesh_makes_is_counted_with_its_code(measured: Mesh) -> None:
+    """The runner asks the recipe service for a run's recipe: its NOT_FOUND is counted and timed."""
+    async with connect(f"127.0.0.1:{measured.port}", key=measured.admin_key) as admin:
+        partner = await create_partner(measured, admin, NS)
+    async with partner.client as client:
+        await register_machines(client, NS, {"m1": ("legacy", "127.0.0.1:1", ())})
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.runner.Run(run_request("unknown-recipe", MACHINE, f"recipes/{NS}:nothing"))
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    lookup = {"grpc_service": RECIPES, "grpc_method": "GetRecipe", "grpc_type": "unary"}
+    text = await scrape(
+        measured, lambda text: value(text, "grpc_client_handled_total", grpc_code="NOT_FOUND", **lookup) > 0
+    )
+    assert value(text, "grpc_client_handled_total", grpc_code="NOT_FOUND", **lookup) == 1
+    assert value(text, "grpc_client_handling_seconds_count", **lookup) == 1
 
 
 async def test_service_processes_on_postgresql_and_redis_serve_their_metrics(

@@ -35,7 +35,7 @@ class Runner:
         # fail after the resume window (by default within 2 x 2.5 + 15 = 20 s).
         settings = rt.settings
         self.link = MachineLink(
-            machine_credentials(rt.tls), settings.machine_keepalive, rt.client_interceptors()
+            machine_credentials(rt.tls), settings.machine_keepalive, rt.client_observers()
         )
         self.feed = feed = RunFeed(rt.store, rt.shutdown.event)
         recorder = RunRecorder(rt.store, rt.bus, feed, rt.metrics)
@@ -44,7 +44,7 @@ class Runner:
             rt.address_of,
             remember=not rt.bus.backend.crosses_processes,
             credentials_for=rt.credentials_for,
-            interceptors=rt.client_interceptors(),
+            observers=rt.client_observers(),
         )
         for change in resolution.CHANGES:
             rt.bus.observe(change, resolver.on_change)

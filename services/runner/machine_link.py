@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable
 from typing import Any
 
 import grpc
 
 from brewmesh import keepalive
+from brewmesh.call_observer import NOT_OBSERVED, ClientObservers
 from brewmesh.client import channel
 from brewmesh.runner.v1 import program_runner_pb2 as pb
 from brewmesh.runner.v1 import program_runner_pb2_grpc
@@ -23,15 +24,15 @@ class MachineLink:
         self,
         tls: grpc.ChannelCredentials | None = None,
         keepalive_seconds: float = keepalive.MACHINE_SECONDS,
-        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        observers: ClientObservers = NOT_OBSERVED,
     ) -> None:
         """`tls`: the credentials for machines declared with TLS (default: the system's roots).
         `keepalive_seconds`: ping a quiet connection after this long, and drop it when the ping
-        is not answered within as long again, so a frozen machine is noticed. `interceptors`:
+        is not answered within as long again, so a frozen machine is noticed. `observers`:
         for every call to a machine (metrics, traces)."""
         self._tls = tls
         self._keepalive = keepalive.client_options(keepalive_seconds)
-        self._interceptors = list(interceptors)
+        self._observers = observers
         self._channels: dict[tuple[str, bool, str], grpc.aio.Channel] = {}
 
     def _stub(self, target: MachineTarget) -> program_runner_pb2_grpc.ProgramRunnerAsyncStub:
@@ -45,7 +46,8 @@ class MachineLink:
                 tls=target.tls,
                 credentials=credentials,
                 keepalive=self._keepalive,
-                interceptors=self._interceptors,
+                interceptors=self._observers.interceptors,
+                counted_by=self._observers.metrics,
             )
         return program_runner_pb2_grpc.ProgramRunnerStub(self._channels[key])
 

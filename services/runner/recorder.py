@@ -38,16 +38,18 @@ class RunRecorder:
     def stage(
         self,
         tx: Tx,
-        key: RunKey,
+        run: ProgramRun,
         event: str,
         origin: Origin,
         attributes: dict[str, Any] | None = None,
         context_changes: dict[str, Any] | None = None,
         machine_sequence: int | None = None,
     ) -> Recorded | None:
-        """Record in `tx`: the event, its bus event, and its publication on commit."""
+        """Record in `tx` after `run` (as `tx` read or wrote it): the event, its bus event, and
+        its publication on commit."""
+        key = run.key
         recorded = run_store.append_event(
-            tx, key, event, origin, attributes, context_changes, machine_sequence
+            tx, run, event, origin, attributes, context_changes, machine_sequence
         )
         if recorded is None:
             return None
@@ -71,7 +73,9 @@ class RunRecorder:
     ) -> Recorded | None:
         """Record one event; None if the run was already terminal."""
         return await self.store.quick_write(
-            lambda tx: self.stage(tx, key, event, origin, attributes, context_changes, machine_sequence)
+            lambda tx: self.stage(
+                tx, run_store.get_run(tx, key), event, origin, attributes, context_changes, machine_sequence
+            )
         )
 
     async def record_machine_events(self, key: RunKey, events: list[pb.ProgramEvent]) -> bool:
@@ -102,10 +106,10 @@ class RunRecorder:
             # A machine's events are stored and shown to its partner: none past the bounds a
             # client's values have. The run cannot go on without the event: it fails, saying why.
             reason = f"the machine sent an event the mesh cannot record: {checked}"
-            self.stage(tx, key, "failed", Origin.RUNNER, {"reason": reason})
+            self.stage(tx, run, "failed", Origin.RUNNER, {"reason": reason})
             return True
         attributes, changes = checked
-        recorded = self.stage(tx, key, event.event, Origin.MACHINE, attributes, changes, event.sequence)
+        recorded = self.stage(tx, run, event.event, Origin.MACHINE, attributes, changes, event.sequence)
         return recorded is None or recorded[0].state.terminal
 
     async def fail(self, key: RunKey, reason: str) -> Recorded | None:

@@ -9,12 +9,14 @@ at once; one made by another process within the bus poll interval.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
+from brewmesh.call_observer import NOT_OBSERVED, ClientObservers
 from brewmesh.client import MeshClient, connect
 from brewmesh.errors import FailedPrecondition, NotFound, Unavailable
 from brewmesh.keyed_channel import authorization
@@ -49,11 +51,11 @@ class Resolver:
         address_of: Callable[[str], str],
         remember: bool = True,
         credentials_for: Callable[[str], grpc.ChannelCredentials | None] = lambda service: None,
-        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        observers: ClientObservers = NOT_OBSERVED,
     ) -> None:
         """`credentials_for`: how to call each service (TLS credentials; None: plaintext);
-        `interceptors`: for every call (metrics, traces)."""
-        self._interceptors = list(interceptors)
+        `observers`: for every call (metrics, traces)."""
+        self._observers = observers
         self._address_of = address_of
         self._remember = remember
         self._credentials_for = credentials_for
@@ -75,9 +77,22 @@ class Resolver:
         address = self._address_of(service)
         if address not in self._clients:
             self._clients[address] = connect(
-                address, credentials=self._credentials_for(service), interceptors=self._interceptors
+                address,
+                credentials=self._credentials_for(service),
+                interceptors=self._observers.interceptors,
+                counted_by=self._observers.metrics,
             )
         return self._clients[address]
+
+    async def run_inputs(
+        self, machine: str, recipe: str, timeout: float, caller_key: str | None
+    ) -> tuple[MachineTarget, tuple[Program, int]]:
+        """A run's machine and recipe: both remembered (no task, no loop turn), or looked up at once."""
+        if self._remember:
+            target, program = self._machines.peek(machine), self._recipes.peek(recipe)
+            if target is not None and program is not None:
+                return target, program
+        return await asyncio.gather(self.machine(machine, timeout, caller_key), self.recipe(recipe, timeout))
 
     async def machine(self, name: str, timeout: float, caller_key: str | None) -> MachineTarget:
         """The machine as its partner declared it, caller token included: read with the key of

@@ -166,15 +166,16 @@ def live_runs(tx: Tx) -> list[ProgramRun]:
 
 def append_event(
     tx: Tx,
-    key: RunKey,
+    run: ProgramRun,
     event: str,
     origin: Origin,
     attributes: dict[str, Any] | None = None,
     context_changes: dict[str, Any] | None = None,
     machine_sequence: int | None = None,
 ) -> tuple[ProgramRun, RunEvent] | None:
-    """Record an event as the run's next sequence; None if the run is already terminal."""
-    run = get_run(tx, key)
+    """Record an event as the next sequence of `run` (as `tx` read or wrote it); None if the run
+    is already terminal."""
+    key = run.key
     if run.state.terminal:
         return None
     attributes, context_changes = attributes or {}, context_changes or {}

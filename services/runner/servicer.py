@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -78,9 +77,8 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
         if existing is not None:
             return run_proto(_same_run(existing, asked))
         budget = _budget(context)
-        target, (program, default_volume) = await asyncio.gather(
-            self.resolver.machine(asked.machine, budget, bearer_key(context.invocation_metadata() or ())),
-            self.resolver.recipe(asked.recipe, budget),
+        target, (program, default_volume) = await self.resolver.run_inputs(
+            asked.machine, asked.recipe, budget, bearer_key(context.invocation_metadata() or ())
         )
         run = await self._create(asked, program, target, asked.volume_ml or default_volume)
         if run.state == State.PENDING:
@@ -99,7 +97,7 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             tx.after_commit(lambda: self.feed.created(asked.key))
             tx.after_commit(self.rt.metrics.runs_started.inc)
             attributes = {"machine": asked.machine, "recipe": asked.recipe, "volume_ml": volume}
-            recorded = self.recorder.stage(tx, asked.key, "run_requested", Origin.RUNNER, attributes)
+            recorded = self.recorder.stage(tx, run, "run_requested", Origin.RUNNER, attributes)
             assert recorded is not None
             return recorded[0]
 
