@@ -38,7 +38,7 @@ class Runner:
             machine_credentials(rt.tls), settings.machine_keepalive, rt.client_observers()
         )
         self.feed = feed = RunFeed(rt.store, rt.shutdown.event)
-        recorder = RunRecorder(rt.store, rt.bus, feed, rt.metrics)
+        recorder = RunRecorder(rt.store, rt.bus, rt.metrics)
         self.follower = Follower(rt.store, self.link, recorder, settings.machine_resume)
         self.resolver = resolver = Resolver(
             rt.address_of,
@@ -74,7 +74,8 @@ class Runner:
 
 
 def _publish(feed: RunFeed, recorded: Message) -> None:
-    """Events another runner instance recorded reach this one's watchers through the bus."""
+    """Recorded events reach the watchers through the bus: this instance's as they commit,
+    another runner instance's as the bus delivers them."""
     assert isinstance(recorded, pb.ProgramEventRecorded)
     feed.published(key_of(recorded), recorded.event)
 

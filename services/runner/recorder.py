@@ -1,4 +1,4 @@
-"""Records run events durably, then publishes them (feed and bus)."""
+"""Records run events durably, each with its bus event (which brings it to the watchers)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from brewmesh.services.runner.program_runs import (
     RunKey,
     machine_namespace,
 )
-from brewmesh.services.runner.run_feed import RunFeed
 from brewmesh.services.runner.run_protos import event_proto
 from brewmesh.storage import Store, Tx
 from brewmesh.struct_values import check_struct
@@ -29,10 +28,9 @@ Recorded = tuple[ProgramRun, RunEvent]
 
 
 class RunRecorder:
-    def __init__(self, store: Store, bus: Bus, feed: RunFeed, metrics: Metrics | None = None) -> None:
+    def __init__(self, store: Store, bus: Bus, metrics: Metrics | None = None) -> None:
         self.store = store
         self.bus = bus
-        self.feed = feed
         self.metrics = metrics or bus.metrics
 
     def stage(
@@ -45,9 +43,10 @@ class RunRecorder:
         context_changes: dict[str, Any] | None = None,
         machine_sequence: int | None = None,
     ) -> Recorded | None:
-        """Record in `tx` after `run` (as `tx` read or wrote it): the event, its bus event, and
-        its publication on commit."""
-        key = run.key
+        """Record in `tx` after `run` (as `tx` read or wrote it): the event and its bus event.
+
+        The bus event reaches this process's watchers as `tx` commits (the runner observes
+        its own `program_event`s), and other runner instances' through the bus."""
         recorded = run_store.append_event(
             tx, run, event, origin, attributes, context_changes, machine_sequence
         )
@@ -57,7 +56,6 @@ class RunRecorder:
         proto = event_proto(run_event)
         payload = pb.ProgramEventRecorded(event=proto, machine=run.request.machine, recipe=run.request.recipe)
         self.bus.fire(tx, API, "program_event", payload, run.request.namespace)  # private to the partner
-        tx.after_commit(lambda: self.feed.published(key, proto))
         if run.state.terminal:
             tx.after_commit(self.metrics.runs_ended.labels(run.state.name).inc)
         return recorded

@@ -36,12 +36,15 @@ class _RunLog:
     early: dict[int, pb.ProgramEvent] = field(default_factory=dict)
 
     def add(self, event: pb.ProgramEvent) -> None:
+        """Append `event` (and those it was early for) in sequence; wake the watchers if any was."""
         if event.sequence > len(self.events):
             self.early[event.sequence] = event
+        known = len(self.events)
         while (following := self.early.pop(len(self.events) + 1, None)) is not None:
             self.events.append(following)
             self.terminal = State(following.state) in TERMINAL
-        self.wake()
+        if len(self.events) > known:  # an event seen twice, or one still early, wakes no one
+            self.wake()
 
     def wake(self) -> None:
         # Wake everyone waiting, then arm a fresh event for the next append.
