@@ -34,11 +34,13 @@ class Follower:
         self.resume_seconds = resume_seconds
         self._tasks: dict[RunKey, asyncio.Task[None]] = {}
 
-    def follow(self, key: RunKey, started: bool = False) -> None:
-        """Follow a live run; `started`: the machine already accepted its Run."""
+    def follow(self, key: RunKey, started: bool = False, known: ProgramRun | None = None) -> None:
+        """Follow a live run; `started`: the machine already accepted its Run; `known`: the run
+        as just read (else it is read first)."""
         if key in self._tasks:
             return
-        task = asyncio.get_running_loop().create_task(self._follow(key, started), name=f"follow {key}")
+        following = self._follow(key, started, known)
+        task = asyncio.get_running_loop().create_task(following, name=f"follow {key}")
         self._tasks[key] = task
         task.add_done_callback(lambda _: self._tasks.pop(key, None))
 
@@ -50,12 +52,15 @@ class Follower:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _follow(self, key: RunKey, started: bool) -> None:
+    async def _follow(self, key: RunKey, started: bool, known: ProgramRun | None) -> None:
         lost_since: float | None = None
         backoff = 0.05
         last_cursor = -1
         while True:
-            run = await self.store.lookup(lambda tx: run_store.get_run(tx, key))
+            run = (
+                known if known is not None else await self.store.lookup(lambda tx: run_store.get_run(tx, key))
+            )
+            known = None
             if run.state.terminal:
                 return
             if run.machine_cursor != last_cursor:  # the machine made progress: a fresh window

@@ -34,13 +34,16 @@ class MachineLink:
         self._keepalive = keepalive.client_options(keepalive_seconds)
         self._observers = observers
         self._channels: dict[tuple[str, bool, str], grpc.aio.Channel] = {}
+        # One stub per channel: building one makes a multi-callable per method, each call.
+        self._stubs: dict[tuple[str, bool, str], program_runner_pb2_grpc.ProgramRunnerAsyncStub] = {}
 
     def _stub(self, target: MachineTarget) -> program_runner_pb2_grpc.ProgramRunnerAsyncStub:
         key = (target.endpoint, target.tls, target.caller_token)
-        if key not in self._channels:
+        stub = self._stubs.get(key)
+        if stub is None:
             credentials = self._tls if target.tls else None
             # The machine's caller token goes with every call, as `authorization: Bearer`.
-            self._channels[key] = channel(
+            self._channels[key] = opened = channel(
                 target.endpoint,
                 target.caller_token or None,
                 tls=target.tls,
@@ -49,7 +52,8 @@ class MachineLink:
                 interceptors=self._observers.interceptors,
                 counted_by=self._observers.metrics,
             )
-        return program_runner_pb2_grpc.ProgramRunnerStub(self._channels[key])
+            stub = self._stubs[key] = program_runner_pb2_grpc.ProgramRunnerStub(opened)
+        return stub
 
     async def run(self, run: ProgramRun, timeout: float) -> pb.ProgramRun:
         request = pb.RunRequest(
@@ -79,3 +83,4 @@ class MachineLink:
         for ch in self._channels.values():
             await ch.close(None)
         self._channels.clear()
+        self._stubs.clear()

@@ -115,8 +115,9 @@ class ProgramRunnerServicer(program_runner_pb2_grpc.ProgramRunnerServicer):
             reason = f"{machine_of(run)} did not start the run ({problem})"
             failed = await self.recorder.fail(run.key, reason)
             return failed[0] if failed else run
-        self.follower.follow(run.key, started=True)
-        return await self.rt.store.lookup(lambda tx: run_store.get_run(tx, run.key))
+        current = await self.rt.store.lookup(lambda tx: run_store.get_run(tx, run.key))
+        self.follower.follow(run.key, started=True, known=current)
+        return current
 
     async def GetRun(  # noqa: N802
         self, request: pb.GetRunRequest, context: Context[pb.GetRunRequest, pb.ProgramRun]
