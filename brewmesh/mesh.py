@@ -26,6 +26,7 @@ from brewmesh.apis import ApiRegistry
 from brewmesh.auth import ADMIN_KEY_FILE, Authenticator, KeyCheckInterceptor, KeyLookup, load_admin_key
 from brewmesh.backends import DB_FILE, open_store, without_password
 from brewmesh.call_observer import CallObserverInterceptor, ClientObservers
+from brewmesh.cpu_affinity import confine, parse_cpus
 from brewmesh.event_backend import EventBackend, GroupState
 from brewmesh.events import Bus, BusSettings
 from brewmesh.key_rotation import forget_rotated_keys
@@ -126,6 +127,8 @@ class Mesh:
         check_free(settings.host, settings.port)  # the cheap checks before anything is touched
         tls = load_tls(settings.tls_cert, settings.tls_key, settings.tls_ca)
         check_plaintext(settings.host, tls, settings.insecure)
+        if cpus := parse_cpus(settings.cpus or ""):
+            confine(cpus)  # before the server, the store and the bus start their threads
         async with contextlib.AsyncExitStack() as undo:
             chosen = list(all_components() if components is None else components)
             mesh = await cls._start(undo, settings, chosen, tls, tracing)

@@ -21,6 +21,7 @@ from typing import Any
 
 from brewmesh import caller_tokens
 from brewmesh.backends import STORE_SCHEMES, without_password
+from brewmesh.cpu_affinity import CPU_LIST_RULE, parse_cpus
 from brewmesh.keepalive import MACHINE_SECONDS, MIN_PING_SECONDS
 from brewmesh.log_format import LOG_FORMATS, LOG_LEVELS
 from brewmesh.server import MAX_PORT
@@ -209,6 +210,15 @@ class Settings:
             "how long the runner tries to reach a lost machine before failing its runs",
             SERVER_COMMANDS,
             metavar="SECONDS",
+        ),
+    )
+    cpus: str | None = field(
+        default=None,
+        metadata=_option(
+            "BREWMESH_CPUS",
+            "run the process (every thread) on these CPUs only, e.g. 0 or 0-1 (default: any)",
+            SERVER_COMMANDS,
+            metavar="LIST",
         ),
     )
     admin_key: str | None = field(
@@ -423,6 +433,7 @@ CHECKS: dict[str, Check] = {
     "health_interval_seconds": lambda s: _seconds_problem(s.health_interval_seconds, 0.1),
     "machine_keepalive": lambda s: _seconds_problem(s.machine_keepalive, MIN_PING_SECONDS),
     "machine_resume": lambda s: _seconds_problem(s.machine_resume, 0.0),
+    "cpus": lambda s: None if s.cpus is None or parse_cpus(s.cpus) else f"is not {CPU_LIST_RULE}",
     "caller_token": lambda s: (
         None
         if s.caller_token is None or caller_tokens.is_valid(s.caller_token)

@@ -38,6 +38,7 @@ class Setting(Enum):
     HEALTH_INTERVAL = "health_interval_seconds"
     MACHINE_KEEPALIVE = "machine_keepalive"
     MACHINE_RESUME = "machine_resume"
+    CPUS = "cpus"
     ADMIN_KEY = "admin_key"
     TOKEN_SECRET = "token_secret"
     CALLER_TOKEN = "caller_token"
