@@ -65,8 +65,8 @@ def test_a_cpu_list_that_is_not_one_is_refused(tmp_path: Path, given: str) -> No
 
 
 def test_cpu_lists_read_as_linux_writes_them() -> None:
-    assert parse_cpus("0") == {0}
-    assert parse_cpus("0-2,5") == {0, 1, 2, 5}
+    assert parse_cpus("0") == frozenset({0})
+    assert parse_cpus("0-2,5") == frozenset({0, 1, 2, 5})
     assert parse_cpus("3-1") is None
     assert cpu_list({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
     assert cpu_list(parse_cpus("0-2,5") or set()) == "0-2,5"
