@@ -158,7 +158,11 @@ async def mesh_mode(args: argparse.Namespace) -> None:
     commands = Commands()
     await commands.open()
     chosen = Settings(
-        data_dir=Path(args.data_dir), port=args.port, store=args.store_url or None, bus=args.bus_url or None
+        data_dir=Path(args.data_dir),
+        port=args.port,
+        store=args.store_url or None,
+        bus=args.bus_url or None,
+        cpus=args.cpus or None,
     )
     mesh = await Mesh.start(chosen, pick_components(args.components))
     gc.freeze()  # as `brewmesh up` does once started
@@ -564,6 +568,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     mesh.add_argument("--components", default="all", help="all, or e.g. partners,recipes")
     mesh.add_argument("--bus-url", default="")
     mesh.add_argument("--store-url", default="")
+    mesh.add_argument("--cpus", default="", help="the mesh's --cpus (default: any CPU)")
     listen = modes.add_parser("listen")
     listen.add_argument("--redis-url", required=True)
     for name in ("subscribe", "load", "idle"):

@@ -43,7 +43,11 @@ processes of every part, and stops all of them at the end:
     calls the server has not yet taken (3,000) and the rest are CANCELLED.
 
 `--parts` runs some parts only (e.g. `--parts ab`); `--concurrency` sets the
-firing loops of (a) on both sides.
+firing loops of (a) on both sides; `--server-cpus LIST` runs every mesh
+process with `--cpus LIST` (default: where the kernel puts it, as
+`brewmesh up` does). Lightbus's processes always run unpinned: with its
+firer pinned to one core the same way, Lightbus delivered half as many
+events a second (680 against 1,300-1,500), which would flatter the ratio.
 
 `--quick` makes every part small (a smoke run).
 """
@@ -71,6 +75,7 @@ from bench.lightbus_env import SIDE_SCRIPT, ensure_lightbus_venv
 from bench.run_latency import BURST_MACHINE, RECIPE, VOLUME_ML
 from bench.run_latency import set_up as set_up_runs
 from brewmesh.client import connect
+from brewmesh.cpu_affinity import CPU_LIST_RULE, parse_cpus
 from brewmesh.events import WAIT_SECONDS
 from brewmesh.partners.v1 import partners_pb2
 from brewmesh.recipes.v1 import recipes_pb2
@@ -105,6 +110,9 @@ class Options:
     runs: int
     idle_seconds: float
     parts: str = "abcd"
+    server_cpus: str = ""
+    """The mesh's --cpus in every part ("": any CPU). Lightbus runs where the kernel puts it: with
+    its firer pinned so, it delivered half as many events a second."""
 
     @property
     def settle_seconds(self) -> float:
@@ -128,15 +136,26 @@ def parse_options(argv: list[str] | None) -> Options:
         "--concurrency", type=int, default=1, help="firing loops in (a), each side (1: each fire awaited)"
     )
     parser.add_argument("--parts", default="abcd", help="which parts to run, e.g. 'ab' (default: all)")
+    parser.add_argument(
+        "--server-cpus",
+        default="",
+        metavar="LIST",
+        help="run each mesh process with --cpus LIST (default: any CPU; Lightbus always runs unpinned)",
+    )
     args = parser.parse_args(argv)
     events = args.events or (1000 if args.quick else 10_000)
     if not (100 <= events <= 100_000 and 1 <= args.concurrency <= 64):
         parser.error("--events 100..100000 and --concurrency 1..64: the benchmark stays bounded")
     if not args.parts or set(args.parts) - set("abcd"):
         parser.error("--parts: some of the letters a, b, c, d")
+    if args.server_cpus and parse_cpus(args.server_cpus) is None:
+        parser.error(f"--server-cpus: {CPU_LIST_RULE}")
+    cpus = args.server_cpus
     if args.quick:
-        return Options(True, events, args.concurrency, 1.0, 1.5, 1, 10_000, 500, 10, 1.0, args.parts)
-    return Options(False, events, args.concurrency, 4.0, 8.0, 3, FILLED_LOG, 5000, 100, 10.0, args.parts)
+        return Options(True, events, args.concurrency, 1.0, 1.5, 1, 10_000, 500, 10, 1.0, args.parts, cpus)
+    return Options(
+        False, events, args.concurrency, 4.0, 8.0, 3, FILLED_LOG, 5000, 100, 10.0, args.parts, cpus
+    )
 
 
 # -- child processes ------------------------------------------------------------------------------
@@ -269,11 +288,13 @@ class MeshProcess:
 
 
 async def start_mesh(
-    kids: Children, name: str, data_dir: Path, components: str = "all", bus_url: str = ""
+    kids: Children, name: str, data_dir: Path, components: str = "all", bus_url: str = "", cpus: str = ""
 ) -> MeshProcess:
     args = ["mesh", "--data-dir", str(data_dir), "--components", components]
     if bus_url:
         args += ["--bus-url", bus_url]
+    if cpus:
+        args += ["--cpus", cpus]
     child = await kids.side(name, *args)
     ready = await child.read("ready")
     return MeshProcess(child, ready["address"], ready["admin_key"])
@@ -357,7 +378,9 @@ async def lightbus_reference(kids: Children, redis_url: str, options: Options) -
 async def fire_directly(kids: Children, tmp: Path, options: Options, redis_url: str, round_: int) -> Flow:
     """Part (a) on one bus: Redis when `redis_url`, else the embedded log."""
     tag = f"{'redis' if redis_url else 'embedded'}-{round_}"
-    mesh = await start_mesh(kids, f"a-{tag}-firer", tmp / f"a-{tag}", "partners,recipes", redis_url)
+    mesh = await start_mesh(
+        kids, f"a-{tag}-firer", tmp / f"a-{tag}", "partners,recipes", redis_url, options.server_cpus
+    )
     if redis_url:
         listener = await kids.side(f"a-{tag}-listener", "listen", "--redis-url", redis_url)
     else:
@@ -618,7 +641,7 @@ async def updates_delivered(
 ) -> tuple[Delivery, Delivery]:
     """Part (b) on one bus: the max write rate, then 80 % of it."""
     tag = "redis" if redis_url else "embedded"
-    mesh = await start_mesh(kids, f"b-{tag}-mesh", tmp / f"b-{tag}", "all", redis_url)
+    mesh = await start_mesh(kids, f"b-{tag}-mesh", tmp / f"b-{tag}", "all", redis_url, options.server_cpus)
     key = await set_up_recipes(mesh.address, mesh.admin_key)
     listener = await kids.side(
         f"b-{tag}-listener", "subscribe", "--address", mesh.address, "--key", mesh.admin_key
@@ -706,8 +729,8 @@ async def big_log(kids: Children, tmp: Path, options: Options) -> tuple[list[Loa
     Alternating (AB, BA, AB, ...) spreads any drift of this machine over both: measuring one
     mesh before and after its fill would count a drift as the log's effect.
     """
-    fresh_mesh = await start_mesh(kids, "c-fresh-mesh", tmp / "c-fresh")
-    full_mesh = await start_mesh(kids, "c-full-mesh", tmp / "c-full")
+    fresh_mesh = await start_mesh(kids, "c-fresh-mesh", tmp / "c-fresh", cpus=options.server_cpus)
+    full_mesh = await start_mesh(kids, "c-full-mesh", tmp / "c-full", cpus=options.server_cpus)
     try:
         fresh_key = await set_up_recipes(fresh_mesh.address, fresh_mesh.admin_key)
         full_key = await set_up_recipes(full_mesh.address, full_mesh.admin_key)
@@ -829,7 +852,7 @@ async def idle_watchers(kids: Children, tmp: Path, options: Options) -> tuple[fl
         machine = await asyncio.to_thread(
             servers.start, "d-machine", h.python_module("bench.machine", "--port", str(port)), port
         )
-        mesh = await start_mesh(kids, "d-mesh", tmp / "d-embedded")
+        mesh = await start_mesh(kids, "d-mesh", tmp / "d-embedded", cpus=options.server_cpus)
         try:
             key = await set_up_runs(mesh.address, mesh.admin_key, machine.address)
             runs = await start_runs(mesh.address, key, options.runs)
@@ -921,6 +944,10 @@ def run(options: Options) -> bool:
     from tests.engines import start_redis  # test code, reused: a real redis-server on a free port
 
     print(f"events: {h.machine_summary()}; {h.load_summary()}" + ("; --quick" if options.quick else ""))
+    if options.server_cpus:
+        print(
+            f"  every mesh process runs with --cpus {options.server_cpus}; Lightbus's firer on the same CPUs"
+        )
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="brewmesh-bench-") as tmp, start_redis(Path(tmp)) as redis:
         redis_url = redis.url(password=redis.password)
