@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from brewmesh.startup import Setting, StartError
@@ -36,7 +37,7 @@ def parse_cpus(text: str) -> frozenset[int] | None:
     return frozenset(cpus)
 
 
-def cpu_list(cpus: frozenset[int] | set[int]) -> str:
+def cpu_list(cpus: AbstractSet[int]) -> str:
     """`cpus` as a CPU list, ranges joined (`{0, 1, 3}` -> `0-1,3`)."""
     parts: list[str] = []
     for cpu in sorted(cpus):

@@ -103,7 +103,7 @@ async def test_a_tight_loop_of_small_writes_lets_the_rest_of_the_process_run(sto
     async def other_task() -> None:
         seen = 0
         while True:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # a yield, not a wait: each pass of this loop is one loop turn
             between_turns.append(written - seen)
             seen = written
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -15,6 +15,9 @@ from brewmesh.runner.v1 import program_runner_pb2_grpc
 from brewmesh.services.runner.program_runs import MachineTarget, ProgramRun
 from brewmesh.services.runner.run_protos import program_proto
 from brewmesh.struct_values import to_struct
+
+_Link: TypeAlias = "tuple[grpc.aio.Channel, program_runner_pb2_grpc.ProgramRunnerAsyncStub]"
+"""A machine's channel and its stub (the stub's type exists for type checkers only)."""
 
 
 class MachineLink:
@@ -33,17 +36,16 @@ class MachineLink:
         self._tls = tls
         self._keepalive = keepalive.client_options(keepalive_seconds)
         self._observers = observers
-        self._channels: dict[tuple[str, bool, str], grpc.aio.Channel] = {}
-        # One stub per channel: building one makes a multi-callable per method, each call.
-        self._stubs: dict[tuple[str, bool, str], program_runner_pb2_grpc.ProgramRunnerAsyncStub] = {}
+        # A channel and its stub (built once: a stub makes a multi-callable per method).
+        self._links: dict[tuple[str, bool, str], _Link] = {}
 
     def _stub(self, target: MachineTarget) -> program_runner_pb2_grpc.ProgramRunnerAsyncStub:
         key = (target.endpoint, target.tls, target.caller_token)
-        stub = self._stubs.get(key)
-        if stub is None:
+        link = self._links.get(key)
+        if link is None:
             credentials = self._tls if target.tls else None
             # The machine's caller token goes with every call, as `authorization: Bearer`.
-            self._channels[key] = opened = channel(
+            opened = channel(
                 target.endpoint,
                 target.caller_token or None,
                 tls=target.tls,
@@ -52,8 +54,8 @@ class MachineLink:
                 interceptors=self._observers.interceptors,
                 counted_by=self._observers.metrics,
             )
-            stub = self._stubs[key] = program_runner_pb2_grpc.ProgramRunnerStub(opened)
-        return stub
+            link = self._links[key] = (opened, program_runner_pb2_grpc.ProgramRunnerStub(opened))
+        return link[1]
 
     async def run(self, run: ProgramRun, timeout: float) -> pb.ProgramRun:
         request = pb.RunRequest(
@@ -80,7 +82,6 @@ class MachineLink:
         return await self._stub(run.target).Signal(request, timeout=timeout)
 
     async def close(self) -> None:
-        for ch in self._channels.values():
-            await ch.close(None)
-        self._channels.clear()
-        self._stubs.clear()
+        for opened, _ in self._links.values():
+            await opened.close(None)
+        self._links.clear()
