@@ -59,7 +59,7 @@ from brewmesh import event_backend
 from brewmesh.apis import ApiRegistry
 from brewmesh.backends import open_store
 from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
-from brewmesh.client import connect
+from brewmesh.client import MeshClient, connect
 from brewmesh.event_backend import PUBLIC
 from brewmesh.events import Bus, BusSettings, ReceivedEvent, unless_stopped
 from brewmesh.keyed_channel import authorization
@@ -346,7 +346,8 @@ async def listen_mode(args: argparse.Namespace) -> None:
             fired = received.time.replace(tzinfo=UTC).timestamp()
             recorder.got(received.id, payload.recipe.name, int(fired * 1e9))
 
-        bus.listen(f"{RECIPE_API}.{EVENT}", handler, listener_name=LISTENER).add_done_callback(report_end)
+        for _ in range(args.members):  # members of one group: they share its events
+            bus.listen(f"{RECIPE_API}.{EVENT}", handler, listener_name=LISTENER).add_done_callback(report_end)
         try:
             await serve_recorder(recorder, commands)
         finally:
@@ -364,21 +365,26 @@ async def subscribe_mode(args: argparse.Namespace) -> None:
         api=RECIPE_API, event_types=[EVENT], listener_name=LISTENER, new_only=True
     )
 
-    async def follow() -> None:
-        async with connect(args.address, args.key) as mesh:
-            async for event in mesh.bus.Subscribe(request):
-                payload = recipes_pb2.RecipeUpdatedEvent()
-                event.payload.Unpack(payload)
-                recorder.got(event.id, payload.recipe.name, event.time.ToNanoseconds())
+    async def follow(mesh: MeshClient) -> None:
+        async for event in mesh.bus.Subscribe(request):
+            payload = recipes_pb2.RecipeUpdatedEvent()
+            event.payload.Unpack(payload)
+            recorder.got(event.id, payload.recipe.name, event.time.ToNanoseconds())
 
-    stream = asyncio.create_task(follow())
-    stream.add_done_callback(report_end)
-    try:
-        await serve_recorder(recorder, commands)
-    finally:
-        stream.cancel()
-        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-            await stream
+    async with connect(args.address, args.key) as mesh:
+        # Several calls of one channel, members of one group: gRPC has one write in flight per
+        # stream, so a group read through one stream gets one event per turn of the server's loop.
+        streams = [asyncio.create_task(follow(mesh)) for _ in range(args.members)]
+        for stream in streams:
+            stream.add_done_callback(report_end)
+        try:
+            await serve_recorder(recorder, commands)
+        finally:
+            for stream in streams:
+                stream.cancel()
+            for stream in streams:
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await stream
 
 
 def report_end(task: asyncio.Task[None]) -> None:
@@ -571,10 +577,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     mesh.add_argument("--cpus", default="", help="the mesh's --cpus (default: any CPU)")
     listen = modes.add_parser("listen")
     listen.add_argument("--redis-url", required=True)
+    listen.add_argument("--members", type=int, default=1, help="members of the group in this process")
     for name in ("subscribe", "load", "idle"):
         mode = modes.add_parser(name)
         mode.add_argument("--address", required=True)
         mode.add_argument("--key", required=True)
+    modes.choices["subscribe"].add_argument(
+        "--members", type=int, default=1, help="Subscribe streams of the group, on one channel"
+    )
     load = modes.choices["load"]
     load.add_argument("--recipes", type=int, default=32)
     load.add_argument("--concurrency", type=int, default=32, help="calls in flight (at most, if paced)")

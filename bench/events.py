@@ -1,6 +1,6 @@
 """The event bus against Lightbus 1.1.2 on the same Redis: throughput, delivery time, idle cost.
 
-    .venv/bin/python -m bench.events [--quick] [--events 10000] [--concurrency 1]
+    .venv/bin/python -m bench.events [--quick] [--events 10000] [--concurrency 1] [--members 4]
 
 Starts its own redis-server on a free port (tests.engines.start_redis) and,
 each in its own process (bench._events_side, through bench._guard), the
@@ -10,9 +10,15 @@ processes of every part, and stops all of them at the end:
     hosting partners and recipes; `--concurrency` loops, each awaiting one
     `store.write` transaction firing one `recipe_updated` event before the
     next, as a service fires), delivered to ONE listener group in another
-    process: on Redis a `Bus.listen(..., listener_name="bench")` over its
-    own RedisEventBackend; on the embedded log a gRPC `EventBus.Subscribe`
-    with `listener_name` against the firing process. fired/s = events /
+    process: on Redis `--members` (4) `Bus.listen(..., listener_name="bench")`
+    over its own RedisEventBackend; on the embedded log `--members` gRPC
+    `EventBus.Subscribe` calls with that `listener_name`, on one channel to
+    the firing process. The members share the group's events, each handled
+    once: gRPC has one write in flight per stream, so one stream gets at most
+    one event per turn of the server's loop, and a client that wants a
+    group's rate in one process opens a few (`--members 1` measures one
+    stream). Lightbus refuses a second listener of one name in a process: its
+    side has one. fired/s = events /
     firing time; delivered/s = events / (last delivery - first fire);
     fire->delivery from the event's time (stamped as it is fired, in the
     same wall clock). The reference: bench/lightbus_side.py, the same
@@ -43,9 +49,9 @@ processes of every part, and stops all of them at the end:
     calls the server has not yet taken (3,000) and the rest are CANCELLED.
 
 `--parts` runs some parts only (e.g. `--parts ab`); `--concurrency` sets the
-firing loops of (a) on both sides; `--server-cpus LIST` runs every mesh
-process with `--cpus LIST` (default: where the kernel puts it, as
-`brewmesh up` does). Lightbus's processes always run unpinned: with its
+firing loops of (a) on both sides; `--members` the members of (a)'s group;
+`--server-cpus LIST` runs every mesh process with `--cpus LIST` (default:
+where the kernel puts it, as `brewmesh up` does). Lightbus's processes always run unpinned: with its
 firer pinned to one core the same way, Lightbus delivered half as many
 events a second (680 against 1,300-1,500), which would flatter the ratio.
 
@@ -95,6 +101,7 @@ LINE_LIMIT = 1 << 20
 RECIPES = 32
 LOAD_CONCURRENCY = 32
 PACED_MAX_IN_FLIGHT = 256
+MEMBERS = 4
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,9 @@ class Options:
     server_cpus: str = ""
     """The mesh's --cpus in every part ("": any CPU). Lightbus runs where the kernel puts it: with
     its firer pinned so, it delivered half as many events a second."""
+    members: int = MEMBERS
+    """Members of the one listener group in (a)'s listener process, on brewmesh's sides (Lightbus
+    refuses a second listener of one name in a process: it has one)."""
 
     @property
     def settle_seconds(self) -> float:
@@ -142,19 +152,29 @@ def parse_options(argv: list[str] | None) -> Options:
         metavar="LIST",
         help="run each mesh process with --cpus LIST (default: any CPU; Lightbus always runs unpinned)",
     )
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=MEMBERS,
+        help=f"members of the listener group in (a)'s listener process, brewmesh's sides ({MEMBERS})",
+    )
     args = parser.parse_args(argv)
     events = args.events or (1000 if args.quick else 10_000)
+    if not 1 <= args.members <= 16:
+        parser.error("--members 1..16")
     if not (100 <= events <= 100_000 and 1 <= args.concurrency <= 64):
         parser.error("--events 100..100000 and --concurrency 1..64: the benchmark stays bounded")
     if not args.parts or set(args.parts) - set("abcd"):
         parser.error("--parts: some of the letters a, b, c, d")
     if args.server_cpus and parse_cpus(args.server_cpus) is None:
         parser.error(f"--server-cpus: {CPU_LIST_RULE}")
-    cpus = args.server_cpus
+    cpus, members = args.server_cpus, args.members
     if args.quick:
-        return Options(True, events, args.concurrency, 1.0, 1.5, 1, 10_000, 500, 10, 1.0, args.parts, cpus)
+        return Options(
+            True, events, args.concurrency, 1.0, 1.5, 1, 10_000, 500, 10, 1.0, args.parts, cpus, members
+        )
     return Options(
-        False, events, args.concurrency, 4.0, 8.0, 3, FILLED_LOG, 5000, 100, 10.0, args.parts, cpus
+        False, events, args.concurrency, 4.0, 8.0, 3, FILLED_LOG, 5000, 100, 10.0, args.parts, cpus, members
     )
 
 
@@ -381,11 +401,12 @@ async def fire_directly(kids: Children, tmp: Path, options: Options, redis_url: 
     mesh = await start_mesh(
         kids, f"a-{tag}-firer", tmp / f"a-{tag}", "partners,recipes", redis_url, options.server_cpus
     )
+    members = ("--members", str(options.members))
     if redis_url:
-        listener = await kids.side(f"a-{tag}-listener", "listen", "--redis-url", redis_url)
+        listener = await kids.side(f"a-{tag}-listener", "listen", "--redis-url", redis_url, *members)
     else:
         listener = await kids.side(
-            f"a-{tag}-listener", "subscribe", "--address", mesh.address, "--key", mesh.admin_key
+            f"a-{tag}-listener", "subscribe", "--address", mesh.address, "--key", mesh.admin_key, *members
         )
     try:
         mesh.child.send("warm")  # until the listener has its group and its first event
@@ -455,7 +476,8 @@ def rows_a(lightbus_runs: Sequence[Flow], flow_runs: dict[str, list[Flow]], opti
     rows = [
         Row(
             "(a) Lightbus",
-            f"fired/s, delivered/s ({options.events} events, {options.concurrency} loop(s); {rounds})",
+            f"fired/s, delivered/s ({options.events} events, {options.concurrency} loop(s), 1 listener;"
+            f" {rounds})",
             lb_rates,
         ),
         Row("(a) Lightbus", "fire->delivery p50 / p99 ms", lb_times),
@@ -471,7 +493,8 @@ def rows_a(lightbus_runs: Sequence[Flow], flow_runs: dict[str, list[Flow]], opti
         rows += [
             Row(
                 label,
-                f"fired/s, delivered/s{'' if complete else ' (NOT every event delivered!)'}",
+                f"fired/s, delivered/s ({options.members} member(s))"
+                f"{'' if complete else ' (NOT every event delivered!)'}",
                 f"{fmt(flow.fired_per_s)} / {fmt(flow.delivered_per_s)}",
                 "",
                 lb_rates,
