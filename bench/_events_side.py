@@ -577,14 +577,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     mesh.add_argument("--cpus", default="", help="the mesh's --cpus (default: any CPU)")
     listen = modes.add_parser("listen")
     listen.add_argument("--redis-url", required=True)
-    listen.add_argument("--members", type=int, default=1, help="members of the group in this process")
     for name in ("subscribe", "load", "idle"):
         mode = modes.add_parser(name)
         mode.add_argument("--address", required=True)
         mode.add_argument("--key", required=True)
-    modes.choices["subscribe"].add_argument(
-        "--members", type=int, default=1, help="Subscribe streams of the group, on one channel"
-    )
+    for grouped in (listen, modes.choices["subscribe"]):  # Subscribe calls share one channel
+        grouped.add_argument("--members", type=int, default=1, help="members of the group in this process")
     load = modes.choices["load"]
     load.add_argument("--recipes", type=int, default=32)
     load.add_argument("--concurrency", type=int, default=32, help="calls in flight (at most, if paced)")
