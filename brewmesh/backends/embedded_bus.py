@@ -46,6 +46,10 @@ class EmbeddedEventBackend:
         self._outbox = Outbox(LOG_TABLE, store.serial_writes)
         self.retention = retention
         self._appended: dict[str, asyncio.Event] = {}
+        self._wakes: dict[str, int] = {}
+        # Groups whose last claim found nothing to take and no claim to wait for, with the
+        # API's wake count then: until the next wake, a claim of theirs has nothing to look at.
+        self._quiet: dict[tuple[str, str], int] = {}
         self._heads: dict[str, int] = {}
         self._since_trim: dict[str, int] = {}
         self._trims: set[asyncio.Task[None]] = set()
@@ -67,6 +71,7 @@ class EmbeddedEventBackend:
 
     def _wake(self, api: str) -> None:
         # Wake everyone waiting on this API; the next waiter arms a fresh event.
+        self._wakes[api] = self._wakes.get(api, 0) + 1
         woken = self._appended.pop(api, None)
         if woken is not None:
             woken.set()
@@ -132,14 +137,25 @@ class EmbeddedEventBackend:
         claim = functools.partial(
             self._claim, group=group, start=start, member=member, limit=limit, visibility=visibility
         )
+        place = (group.api, group.key)
         while True:
             appended = self._appended.setdefault(group.api, asyncio.Event())
-            head = await self._head(group.api)
-            work = functools.partial(claim, reader=group.reader, head=head, acked=acking)
-            claimed, next_expiry = await self.store.quick_write(work)
-            acking = []  # committed with this claim
-            if claimed:
-                return claimed
+            wakes = self._wakes.get(group.api, 0)
+            next_expiry = None
+            if acking or self._quiet.get(place) != wakes:
+                head = await self._head(group.api)
+                work = functools.partial(claim, reader=group.reader, head=head, acked=acking)
+                claimed, next_expiry = await self.store.quick_write(work)
+                acking = []  # committed with this claim
+                if claimed:
+                    self._quiet.pop(place, None)
+                    return claimed
+                if next_expiry is None:
+                    self._quiet[place] = wakes
+                else:
+                    self._quiet.pop(place, None)
+            # else nothing was committed, replayed or claimed since the group found nothing: a
+            # member idle between events costs no transaction when its wait runs out.
             until = deadline if next_expiry is None else min(deadline, time.monotonic() + next_expiry)
             if not await _wait(appended, until - time.monotonic()) and time.monotonic() >= deadline:
                 return []
