@@ -88,7 +88,13 @@ class Follower:
                 log.exception("following run %s failed", key)
                 problem = f"{type(error).__name__}: {error}"
             now = time.monotonic()
-            lost_since = lost_since or now
+            if lost_since is None:
+                # The loss begins now. What the stream recorded before it dropped is progress made
+                # before the loss: read it, so the next round does not take it for a fresh start
+                # (and the window does not begin again after one more attempt).
+                lost_since = now
+                run = known = await self.store.lookup(lambda tx: run_store.get_run(tx, key))
+                last_cursor = run.machine_cursor
             if now - lost_since >= self.resume_seconds:
                 reason = f"lost contact with {machine_of(run)} for {self.resume_seconds:g} s ({problem})"
                 await self.recorder.fail(key, reason)
