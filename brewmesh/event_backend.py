@@ -17,7 +17,7 @@ Event ids are opaque strings; only the backend that made one parses it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -279,7 +279,12 @@ class Outbox:
     database lock, across processes), the next number is read from the
     tables, where the fire's row is written anyway; `bus_heads` then only
     holds a floor for an API whose rows were all deleted (kept by
-    `forget`). Elsewhere (PostgreSQL) concurrent fires of one API must take
+    `forget`). The outbox remembers the last number it took with the
+    transaction's `version()`: while a later transaction gets the same
+    token, nothing but this outbox's own fires changed the head, and the
+    number is taken without reading it. (A fire rolled back after taking
+    its number leaves a gap, which readers and the relay pass over.)
+    Elsewhere (PostgreSQL) concurrent fires of one API must take
     their numbers in turn, so `bus_heads` holds the counter, its row lock
     ordering them: the outbox remembers the last number it took and claims
     the next with a guarded UPDATE; when another writer took numbers
@@ -291,25 +296,46 @@ class Outbox:
         assert table in (LOG_TABLE, OUTBOX_TABLE)
         self._serial = serial_writes
         self._last: dict[str, int] = {}
+        self._taken: dict[str, tuple[Hashable, int]] = {}
         self._insert = f"INSERT INTO {table} ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        self._insert_unless_taken = self._insert + " ON CONFLICT (api, seq) DO NOTHING"
 
     def insert(self, tx: Tx, record: EventRecord) -> int:
         """Stage `record` as the next event of its API; its sequence number."""
-        seq = self.head(tx, record.api) + 1 if self._serial else self._next_counted(tx, record.api)
-        tx.execute(
-            self._insert,
-            (
-                record.api,
-                seq,
-                record.type,
-                record.scope,
-                record.payload,
-                record.time_ns,
-                record.source,
-                record.trace,
-            ),
-        )
+        if not self._serial:
+            seq = self._next_counted(tx, record.api)
+            tx.execute(self._insert, self._row(seq, record))
+            return seq
+        version = tx.version()
+        guess = self._next_taken(record.api, version)
+        if guess is not None and tx.execute(self._insert_unless_taken, self._row(guess, record)):
+            seq = guess
+        else:  # unknown, or another Outbox on this store took that number meanwhile: read the head
+            seq = self.head(tx, record.api) + 1
+            tx.execute(self._insert, self._row(seq, record))
+        if version is not None:
+            self._taken[record.api] = (version, seq)
         return seq
+
+    def _next_taken(self, api: str, version: Hashable | None) -> int | None:
+        """The number after the last this outbox took, if the store is as it left it (see the class)."""
+        taken = self._taken.get(api)
+        if version is None or taken is None or taken[0] != version:
+            return None
+        return taken[1] + 1
+
+    @staticmethod
+    def _row(seq: int, record: EventRecord) -> tuple[object, ...]:
+        return (
+            record.api,
+            seq,
+            record.type,
+            record.scope,
+            record.payload,
+            record.time_ns,
+            record.source,
+            record.trace,
+        )
 
     def head(self, tx: Tx, api: str) -> int:
         """The last sequence number `api` took (0: none yet)."""
@@ -324,6 +350,7 @@ class Outbox:
 
     def continue_after(self, tx: Tx, api: str, seq: int) -> None:
         """Number `api`'s next events after `seq` at least."""
+        self._taken.pop(api, None)
         tx.execute(
             "INSERT INTO bus_heads (api, last_seq) VALUES (?, ?) ON CONFLICT (api)"
             " DO UPDATE SET last_seq = excluded.last_seq WHERE bus_heads.last_seq < excluded.last_seq",

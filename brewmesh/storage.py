@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -60,6 +60,15 @@ class Tx(Protocol):
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the event loop once the transaction committed."""
+        ...
+
+    def version(self) -> Hashable | None:
+        """A token for the store as this transaction sees it (None: the backend cannot tell).
+
+        Two transactions get the same token only if every change committed
+        between them was committed by a transaction that got the token too:
+        what those transactions remember of the store is still true.
+        """
         ...
 
 

@@ -34,7 +34,7 @@ from brewmesh.backends.redis_bus import (
     RELAY_SCRIPT,
     RedisEventBackend,
     dead_key,
-    entry_head,
+    relay_frame,
     relayed_key,
     replay_key,
     stream_key,
@@ -136,7 +136,7 @@ def test_scripts_run_with_the_callers_acl(passwords: dict[str, str], redis_serve
     partners_keys = [stream_key(PARTNERS_API), relayed_key(PARTNERS_API)]
     recipes_keys = [stream_key(RECIPES_API), relayed_key(RECIPES_API)]
     forged = EventRecord(PARTNERS_API, "partner_created", "", b"payload", time.time_ns(), "forger", "")
-    event = [1000, 1, entry_head(forged), forged.payload]  # maxlen, then one event: seq, head, payload
+    event = [1000, relay_frame(1, forged)]  # maxlen, then a batch of one event
     with login(redis_server, passwords, "recipes") as recipes, redis_server.client() as admin:
         relay = recipes.register_script(RELAY_SCRIPT)  # loaded on first use (SCRIPT LOAD)
         assert relay(keys=recipes_keys, args=event) == 1
@@ -239,9 +239,7 @@ async def test_a_listener_sees_the_partners_event_and_never_the_forged_one(
                     keys=[stream_key(PARTNERS_API), relayed_key(PARTNERS_API)],
                     args=[
                         1000,
-                        10**9,
-                        entry_head(EventRecord(PARTNERS_API, "partner_created", "", b"", 1, "x")),
-                        b"",
+                        relay_frame(10**9, EventRecord(PARTNERS_API, "partner_created", "", b"", 1, "x")),
                     ],
                 )
             await forger.aclose()

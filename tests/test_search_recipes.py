@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -206,6 +207,9 @@ class CountingTx:
 
     def after_commit(self, callback: Any) -> None:
         self.tx.after_commit(callback)
+
+    def version(self) -> Hashable | None:
+        return self.tx.version()
 
 
 @embedded_only

@@ -62,6 +62,9 @@ class _PostgresTx:
     def after_commit(self, callback: Callable[[], None]) -> None:
         self.callbacks.append(callback)
 
+    def version(self) -> None:
+        return None  # concurrent writers: no token could vouch for what another has not yet committed
+
 
 class PostgresBackend:
     """A pool of `connections` worker threads, each with its own connection."""

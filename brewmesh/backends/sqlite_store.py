@@ -68,6 +68,12 @@ class _SqliteTx:
     def after_commit(self, callback: Callable[[], None]) -> None:
         self.callbacks.append(callback)
 
+    def version(self) -> tuple[int, int]:
+        # data_version changes once another connection (of any process) committed; this
+        # connection's own commits leave it as is. The connections live as long as the backend.
+        row = self._connection.execute("PRAGMA data_version").fetchone()
+        return id(self._connection), int(row[0])
+
 
 @dataclass(frozen=True)
 class _QueuedWrite(Generic[T]):
