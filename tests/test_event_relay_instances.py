@@ -27,7 +27,7 @@ from brewmesh.apis import ApiRegistry
 from brewmesh.backends import open_store
 from brewmesh.backends.embedded_bus import EmbeddedEventBackend
 from brewmesh.backends.redis_bus import RedisEventBackend, stream_key
-from brewmesh.event_backend import EVERYTHING, OUTBOX_TABLE, EventBackend
+from brewmesh.event_backend import EVERYTHING, OUTBOX_TABLE, EventBackend, Reader
 from brewmesh.events import Bus
 from brewmesh.recipes.v1 import recipes_pb2
 from brewmesh.storage import Store, Tx
@@ -307,3 +307,19 @@ async def test_an_observer_that_fails_on_a_local_fire_neither_fails_the_write_no
     finally:
         await bus.close()
         await store.close()
+
+
+@pytest.mark.parametrize("protocol", ["", "?protocol=2"], ids=["resp3-default", "resp2"])
+async def test_a_reader_passing_over_one_source_reads_the_rest_in_either_protocol(
+    tmp_path: Path, fresh_redis_url: str, protocol: str
+) -> None:
+    """Observers pass over their own process's events unparsed, from XREAD's reply as sent,
+    whichever protocol the bus URL asks redis-py for."""
+    async with instance(None, fresh_redis_url + protocol, tmp_path / "i") as bus:
+        await _fire(bus, bus.store, "ours")
+        await _fire(bus, bus.store, "theirs")
+        await _fire(bus, bus.store, "ours", count=3)
+        assert len(await _stream(bus, 2 * EVENTS_EACH + 3)) == 2 * EVENTS_EACH + 3
+        others, cursor = await bus.read(API, None, (), Reader(None, not_from="ours"), 1000, WAIT_SECONDS)
+        assert [e.payload.value.decode() for e in others] == [f"theirs/{i}" for i in range(EVENTS_EACH)]
+        assert cursor == await bus.head(API)  # past the last entry, though it was passed over

@@ -108,15 +108,30 @@ def _source_head(source: str | None) -> bytes | None:
     return None if source is None else b"\0" + source.encode() + b"\0"
 
 
-def _fired_by(fields: Mapping[bytes, bytes], source_head: bytes) -> bool:
-    """Whether an entry is of the source `source_head` names, read from its head as is: a
-    process passing over its own events (as observers do, told of them at commit) need not
-    parse them."""
-    head = fields.get(HEAD_FIELD)
-    if head is None:
+def _fired_by(flat: Sequence[bytes], source_head: bytes) -> bool:
+    """Whether an entry (its fields as XREAD sends them: name, value, ...) is of the source
+    `source_head` names, read from its head as is: a process passing over its own events (as
+    observers do, told of them at commit) need not parse them."""
+    if len(flat) < 2 or flat[0] != HEAD_FIELD:  # the relay writes the head first
         return False
+    head = flat[1]
     type_end = head.find(b"\0")
     return head.startswith(source_head, head.find(b"\0", type_end + 1))
+
+
+def _as_sent(response: Any, **options: Any) -> Any:
+    """A reply as the parser read it: XREAD's entries as flat field lists, not a dict each."""
+    return response
+
+
+def _streams_entries(reply: Any) -> list[Any]:
+    """Each stream's entries in an XREAD reply as sent: a map of stream to entries in RESP3
+    (redis-py's default), a list of [stream, entries] pairs in RESP2; None when nothing came."""
+    if not reply:
+        return []
+    if isinstance(reply, Mapping):
+        return list(reply.values())
+    return [entries for _, entries in reply]
 
 
 def _entry_record(api: str, fields: Mapping[bytes, bytes]) -> EventRecord:
@@ -184,6 +199,9 @@ class RedisEventBackend:
         self._served = tuple(served)
         # Typed loosely: redis-py's reply types are unions of every decoding mode.
         self._redis: Any = redis.Redis.from_url(url, decode_responses=False, socket_timeout=SOCKET_SECONDS)
+        # read() takes XREAD's reply as sent, and passes over most entries unparsed (redis-py
+        # would make a dict of each).
+        self._redis.set_response_callback("XREAD", _as_sent)
         self._relay_script = self._redis.register_script(RELAY_SCRIPT)
         self._relay_due = asyncio.Event()
         self._relay_task: asyncio.Task[None] | None = None
@@ -348,10 +366,11 @@ class RedisEventBackend:
         reply = await self._redis.xread({stream_key(api): cursor}, count=limit, block=block)
         events: list[events_pb2.Event] = []
         passed_over = _source_head(reader.not_from)
-        for _, entries in reply or ():
-            for entry_id, fields in entries:
-                if passed_over is not None and _fired_by(fields, passed_over):
+        for entries in _streams_entries(reply):
+            for entry_id, flat in entries:
+                if passed_over is not None and _fired_by(flat, passed_over):
                     continue
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 record = _entry_record(api, fields)  # parsed once: for the check and the event
                 if _wanted(record, types, reader):
                     events.append(to_event(entry_id.decode(), record))
