@@ -19,6 +19,9 @@ from google.protobuf import descriptor, descriptor_pool, message
 import brewmesh
 from brewmesh.bus.v1 import events_pb2
 
+TYPE_URL_PREFIX = "type.googleapis.com/"
+"""What `Any.Pack` puts before a message's full name in its `type_url`."""
+
 
 class EventRefused(Exception):
     """An event that may not be fired: not authoritative, undeclared or incomplete.
@@ -36,6 +39,11 @@ class EventSpec:
     type: str
     payload: str
     description: str
+
+    @functools.cached_property
+    def type_url(self) -> str:
+        """The `type_url` of its payload packed in an `Any` (as `Any.Pack` writes it)."""
+        return f"{TYPE_URL_PREFIX}{self.payload}"
 
     @functools.cached_property
     def required_fields(self) -> tuple[descriptor.FieldDescriptor, ...]:

@@ -112,9 +112,8 @@ class Bus:
         `scope` is the namespace of the resource the event is about ("" for
         the public catalogue): only those who may read it see the event.
         """
-        self.registry.check_fire(api, event_type, payload)
-        packed = any_pb2.Any()
-        packed.Pack(payload)
+        spec = self.registry.check_fire(api, event_type, payload)
+        packed = any_pb2.Any(type_url=spec.type_url, value=payload.SerializeToString())  # as Pack does
         record = new_record(api, event_type, scope, packed, self.source, current_traceparent())
         self.backend.stage(tx, record)
         tx.after_commit(self.metrics.increment(self.metrics.events_fired, api, event_type))
