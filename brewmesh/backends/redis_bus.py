@@ -126,7 +126,8 @@ def _as_sent(response: Any, **options: Any) -> Any:
 
 def _streams_entries(reply: Any) -> list[Any]:
     """Each stream's entries in an XREAD reply as sent: a map of stream to entries in RESP3
-    (redis-py's default), a list of [stream, entries] pairs in RESP2; None when nothing came."""
+    (redis-py's default), a list of [stream, entries] pairs in RESP2 (`?protocol=2` in the bus
+    URL); no reply at all when a blocking read found nothing."""
     if not reply:
         return []
     if isinstance(reply, Mapping):
