@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from brewmesh import caller_tokens
 from brewmesh.backends import STORE_SCHEMES, without_password
@@ -30,6 +31,8 @@ from brewmesh.startup import Setting, StartError
 SERVER_COMMANDS = ("up", "serve")
 PROCESS_COMMANDS = ("up", "serve", "machine")
 BUS_SCHEMES = ("redis", "rediss")
+BUS_PROTOCOL = "2"
+"""The only `protocol` a bus URL may ask redis-py for (none: redis-py's default, which works too)."""
 MASK = "********"
 CONFIG_ENV = "BREWMESH_CONFIG"
 
@@ -411,6 +414,18 @@ def _url_problem(value: str | None, schemes: tuple[str, ...]) -> str | None:
     return f"'{without_password(value)}' is not a {' or '.join(schemes)}:// URL"
 
 
+def _bus_problem(value: str | None) -> str | None:
+    problem = _url_problem(value, BUS_SCHEMES)
+    if problem or value is None:
+        return problem
+    # redis-py takes `protocol` from the URL; with protocol=3 it hands stream replies over in
+    # shapes the Redis bus does not read (its default, and protocol=2, give the ones it does).
+    protocol = parse_qs(urlsplit(value).query).get("protocol", [BUS_PROTOCOL])[-1]
+    if protocol == BUS_PROTOCOL:
+        return None
+    return f"asks for protocol={protocol}: leave protocol out of the URL (or give protocol={BUS_PROTOCOL})"
+
+
 CHECKS: dict[str, Check] = {
     "host": lambda s: None if s.host.strip() else "is empty: give an address to bind, e.g. 127.0.0.1",
     "port": lambda s: _port_problem(s.port),
@@ -419,7 +434,7 @@ CHECKS: dict[str, Check] = {
         or ("must differ from --port" if s.metrics_port and s.metrics_port == s.port else None)
     ),
     "store": lambda s: _url_problem(s.store, STORE_SCHEMES),
-    "bus": lambda s: _url_problem(s.bus, BUS_SCHEMES),
+    "bus": lambda s: _bus_problem(s.bus),
     "log_level": lambda s: (
         None if s.log_level.upper() in LOG_LEVELS else f"use one of {', '.join(LOG_LEVELS)}"
     ),

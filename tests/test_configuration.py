@@ -71,6 +71,7 @@ def test_secrets_are_masked_and_urls_lose_their_password() -> None:
             {"BREWMESH_EVENT_MAX_DELIVERIES": "many"},
             "--event-max-deliveries ($BREWMESH_EVENT_MAX_DELIVERIES)",
         ),
+        (["--bus", "redis://127.0.0.1:6379/0?protocol=3"], {}, "--bus ($BREWMESH_BUS)"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_it(args: list[str], env: dict[str, str], blamed: str) -> None:
@@ -78,6 +79,14 @@ def test_a_bad_setting_is_one_line_naming_it(args: list[str], env: dict[str, str
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert blamed in done.stderr
+
+
+def test_a_bus_url_may_leave_the_protocol_out_or_ask_for_resp2() -> None:
+    for url in ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0?protocol=2"):
+        done = brewmesh("config", "show", "--bus", url)
+        assert done.returncode == 0, done.stderr
+    refused = brewmesh("config", "show", "--bus", "redis://127.0.0.1:6379/0?protocol=3")
+    assert "leave protocol out of the URL" in refused.stderr
 
 
 def test_an_unknown_key_in_the_file_is_refused(tmp_path: Path) -> None:
