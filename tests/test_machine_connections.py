@@ -8,7 +8,6 @@ sockets put IPv4 ones): what a machine's operator sees.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -52,15 +51,6 @@ def connections_to(port: int) -> int:
     return count
 
 
-async def until_closed(port: int, seconds: float = 10.0) -> None:
-    """Until no connection to `port` is established: the link closes a channel in a task of
-    its own (a call does not wait for it), and the kernel's table tells no one when a socket
-    goes, so this looks again every 20 ms (bounded by `seconds`)."""
-    async with asyncio.timeout(seconds):
-        while connections_to(port):  # noqa: ASYNC110 (the kernel's table has no event)
-            await asyncio.sleep(0.02)
-
-
 @asynccontextmanager
 async def vending_machine() -> AsyncIterator[Machine]:
     """A vending machine: a run brews until its takeout is requested."""
@@ -97,7 +87,8 @@ async def test_a_machine_channel_no_call_used_for_the_idle_time_is_closed_and_op
 
             clock.now += IDLE  # neither channel was used since; one has a call in flight
             await link.get_run(run_on(busy, "busy-1"), CALL_SECONDS)
-            await until_closed(quiet.port)
+            await link.closed_idle()  # that call closed the quiet channel, in a task of its own
+            assert connections_to(quiet.port) == 0
             assert connections_to(busy.port) == 1  # the open stream kept its channel
 
             await link.signal(brewing, "takeout_requested", {}, CALL_SECONDS)

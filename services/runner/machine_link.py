@@ -136,8 +136,13 @@ class MachineLink:
         with self._using(run.target) as stub:
             return await stub.Signal(request, timeout=timeout)
 
+    async def closed_idle(self) -> None:
+        """Until every channel closed for idleness so far has closed (its connection gone): a
+        call that closes one does not wait for it."""
+        await asyncio.gather(*self._closing)
+
     async def close(self) -> None:
         for link in self._links.values():
             await link.channel.close(None)
         self._links.clear()
-        await asyncio.gather(*self._closing)
+        await self.closed_idle()
