@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-
 from brewmesh.machines import REFERENCE_MACHINES
 from brewmesh.sdk import Machine
 from brewmesh.services.runner.machine_link import MachineLink
