@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf import any_pb2
 
 from brewmesh.auth import ADMIN, PUBLIC_SCOPE, Principal
 from brewmesh.bus.v1 import events_pb2
@@ -77,9 +77,12 @@ PLATFORM = COMMON_NAMESPACE
 admin can list and replay their dead letters through EventBus."""
 
 
-@dataclass(frozen=True)
-class EventRecord:
-    """An event as staged: everything but its id."""
+class EventRecord(NamedTuple):
+    """An event as staged: everything but its id.
+
+    A named tuple, not a dataclass: one is made for every event fired and
+    every one read back, and a tuple is made in a third of the time.
+    """
 
     api: str
     type: str
@@ -164,6 +167,7 @@ class GroupState:
 
 
 LAG_COUNT_LIMIT = 10_000
+NANOS_PER_SECOND = 1_000_000_000
 """Lag is counted event by event (only those the group would be given), up to this many."""
 
 
@@ -377,19 +381,14 @@ class Outbox:
 
 
 def to_event(event_id: str, record: EventRecord) -> events_pb2.Event:
-    payload = any_pb2.Any()
-    payload.ParseFromString(record.payload)
-    moment = timestamp_pb2.Timestamp()
-    moment.FromNanoseconds(record.time_ns)
-    return events_pb2.Event(
-        id=event_id,
-        api=record.api,
-        type=record.type,
-        payload=payload,
-        time=moment,
-        source=record.source,
-        traceparent=record.trace,
+    event = events_pb2.Event(
+        id=event_id, api=record.api, type=record.type, source=record.source, traceparent=record.trace
     )
+    # Filled in place: building an Any and a Timestamp first, then copying them in, doubles the
+    # cost, and this runs for every event delivered.
+    event.payload.ParseFromString(record.payload)
+    event.time.seconds, event.time.nanos = divmod(record.time_ns, NANOS_PER_SECOND)
+    return event
 
 
 def record_of(row: Row) -> EventRecord:

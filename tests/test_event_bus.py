@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
@@ -134,6 +135,22 @@ async def test_an_event_fired_in_a_rolled_back_transaction_is_never_seen(firing_
             events = await take(admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS)), 2)
     seen = [partners_pb2.PartnerCreatedEvent.FromString(e.payload.value).partner.name for e in events]
     assert seen == ["partners/first-co", "partners/second-co"]
+
+
+async def test_an_event_says_what_when_and_where_it_was_fired(firing_mesh: Mesh) -> None:
+    bus = firing_mesh.runtime.bus
+    before_ns = time.time_ns()
+    await bus.fire_now(PARTNERS, "partner_created", partner_created("dated-co"), PUBLIC)
+    after_ns = time.time_ns()
+    async with connect(f"127.0.0.1:{firing_mesh.port}", key=firing_mesh.admin_key) as admin:
+        async with asyncio.timeout(15):
+            [event] = await take(admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS)), 1)
+    assert (event.api, event.type, event.source) == (PARTNERS, "partner_created", bus.source)
+    assert event.payload.type_url == "type.googleapis.com/brewmesh.partners.v1.PartnerCreatedEvent"
+    assert event.payload.Is(partners_pb2.PartnerCreatedEvent.DESCRIPTOR)
+    assert partners_pb2.PartnerCreatedEvent.FromString(event.payload.value) == partner_created("dated-co")
+    assert before_ns <= event.time.ToNanoseconds() <= after_ns
+    assert 0 <= event.time.nanos < 1_000_000_000  # a normalised Timestamp
 
 
 async def test_named_listeners_share_each_event_once(mesh: Mesh, admin: MeshClient) -> None:
