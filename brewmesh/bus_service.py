@@ -26,6 +26,8 @@ DEFAULT_DEAD_LETTERS = 100
 MAX_DEAD_LETTERS = 1000
 MAX_REPLAY = 1000
 MAX_EVENT_TYPES = 100
+DEFAULT_BATCH_SIZE = 100
+MAX_BATCH_SIZE = 1000
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
@@ -52,21 +54,61 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
     ) -> AsyncIterator[events_pb2.Event]:
         principal = await self.auth.require_any(context)
         v = Violations()
+        after = self._check_subscription(v, request)
+        v.raise_if_any()
+        async for events in await self._follow(principal, request, after, 1):
+            yield events[0]
+        await self._end(context)
+
+    async def SubscribeBatches(  # noqa: N802
+        self,
+        request: event_bus_pb2.SubscribeBatchesRequest,
+        context: Context[event_bus_pb2.SubscribeBatchesRequest, event_bus_pb2.EventBatch],
+    ) -> AsyncIterator[event_bus_pb2.EventBatch]:
+        principal = await self.auth.require_any(context)
+        v = Violations()
+        after = None
+        if not request.HasField("subscription"):
+            v.add("subscription", "is required: which events to stream, as for Subscribe (its `api`)")
+        else:
+            with v.under("subscription"):
+                after = self._check_subscription(v, request.subscription)
+        if not 0 <= request.max_batch_size <= MAX_BATCH_SIZE:
+            v.add(
+                "max_batch_size",
+                f"is {request.max_batch_size}: use 1 to {MAX_BATCH_SIZE}, or 0 for {DEFAULT_BATCH_SIZE}",
+            )
+        v.raise_if_any()
+        per_message = request.max_batch_size or DEFAULT_BATCH_SIZE
+        async for events in await self._follow(principal, request.subscription, after, per_message):
+            yield event_bus_pb2.EventBatch(events=events)
+        await self._end(context)
+
+    def _check_subscription(self, v: Violations, request: event_bus_pb2.SubscribeRequest) -> object | None:
+        """Field violations of `request` into `v`; where it starts (None: the oldest kept)."""
         self._check_api(v, request.api, request.event_types)
         if request.listener_name:
             _check_listener(v, request.listener_name)
-        after = self._check_start(v, request)
-        v.raise_if_any()
+        return self._check_start(v, request)
+
+    async def _follow(
+        self,
+        principal: Principal,
+        request: event_bus_pb2.SubscribeRequest,
+        after: object | None,
+        per_message: int,
+    ) -> AsyncIterator[list[events_pb2.Event]]:
+        """The events `request` asks for, as `principal` may see them, `per_message` at most a message."""
         if request.new_only:
             after = await self.bus.backend.head(request.api)
         types = tuple(request.event_types)
+        stop = self.shutdown.event
         if request.listener_name:
             group = _group(principal, request.api, request.listener_name, types)
-            events = self.bus.follow_group(group, after, self.shutdown.event)
-        else:
-            events = self.bus.follow(request.api, types, after, reader_for(principal), self.shutdown.event)
-        async for event in events:
-            yield event
+            return self.bus.follow_group(group, after, stop, per_message)
+        return self.bus.follow(request.api, types, after, reader_for(principal), stop, per_message)
+
+    async def _end(self, context: Context[_Req, _Resp]) -> None:
         if self.shutdown.started:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down: resume with after_id")
 

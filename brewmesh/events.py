@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BATCH = 100
+MESSAGE_BYTES = 1 << 20
+"""About the most a stream message of several events carries: well under a client's
+default receive limit (4 MiB)."""
 WAIT_SECONDS = 30.0
 OBSERVE_GATHER_SECONDS = 0.005
 
@@ -127,50 +130,62 @@ class Bus:
 
     # -- streaming --------------------------------------------------------------
     async def follow(
-        self, api: str, types: Sequence[str], after: object | None, reader: Reader, stop: asyncio.Event
-    ) -> AsyncIterator[events_pb2.Event]:
+        self,
+        api: str,
+        types: Sequence[str],
+        after: object | None,
+        reader: Reader,
+        stop: asyncio.Event,
+        per_message: int = 1,
+    ) -> AsyncIterator[list[events_pb2.Event]]:
         """Every event of `api` after `after` (None: the oldest kept) that `reader` may see,
-        then new ones, until `stop` is set."""
+        then new ones, until `stop` is set; in messages of at most `per_message` events
+        (see `messages`)."""
         cursor = after
         while not stop.is_set():
-            read = self.backend.read(api, cursor, types, reader, BATCH, WAIT_SECONDS)
+            read = self.backend.read(api, cursor, types, reader, max(BATCH, per_message), WAIT_SECONDS)
             outcome = await unless_stopped(read, stop)
             if outcome is None:
                 return
             batch, cursor = outcome
-            for event in batch:
-                yield event
+            for events in messages(batch, per_message):
+                yield events
 
     async def follow_group(
-        self, group: GroupRef, start: object | None, stop: asyncio.Event
-    ) -> AsyncIterator[events_pb2.Event]:
-        """Events of a listener group for one new member, in batches.
+        self, group: GroupRef, start: object | None, stop: asyncio.Event, per_message: int = 1
+    ) -> AsyncIterator[list[events_pb2.Event]]:
+        """Events of a listener group for one new member, in messages of at most
+        `per_message` events (see `messages`).
 
-        A batch is acknowledged once the consumer has taken all of it; if the
+        A message is acknowledged once the consumer has taken it; if the
         consumer goes away midway, what it took is acknowledged and the rest
         goes to another member after the visibility timeout.
         """
         member = uuid.uuid4().hex
         settings = self.settings
+        limit = max(BATCH, per_message)
         taken: list[str] = []  # acknowledged with the next claim, or as the member goes
         try:
             while not stop.is_set():
                 claim = self.backend.claim(
-                    group, start, member, BATCH, WAIT_SECONDS, settings.visibility_seconds, acked=taken
+                    group, start, member, limit, WAIT_SECONDS, settings.visibility_seconds, acked=taken
                 )
                 batch = await unless_stopped(claim, stop)
                 if batch is None:
                     return
                 taken = []
+                due = []
                 for delivery in batch:
                     if delivery.attempts > settings.max_deliveries:
                         # Handed out this often and never taken: poison for this group's members.
                         reason = f"not taken by a member after {delivery.attempts - 1} deliveries"
                         await self._bury(group, delivery, reason)
-                        continue
-                    yield delivery.event
-                    taken.append(delivery.event.id)
-                    self._delivered(group)
+                    else:
+                        due.append(delivery.event)
+                for events in messages(due, per_message):
+                    yield events
+                    taken += (event.id for event in events)
+                    self._delivered(group, len(events))
         finally:
             await asyncio.shield(self.backend.ack(group, taken))
 
@@ -296,10 +311,10 @@ class Bus:
             with contextlib.suppress(Unavailable):  # unacknowledged: handed out again later
                 await asyncio.shield(self.backend.ack(group, done))
 
-    def _delivered(self, group: GroupRef) -> None:
+    def _delivered(self, group: GroupRef, count: int = 1) -> None:
         self.metrics.increment(
             self.metrics.events_delivered, group.api, f"{group.namespace}/{group.listener}"
-        )()
+        )(count)
 
     async def _bury(self, group: GroupRef, delivery: Delivery, reason: str) -> None:
         await self.backend.bury(group, delivery, reason)
@@ -362,6 +377,26 @@ async def _handle_until_done(handler: Handler, event: events_pb2.Event) -> None:
             attempt += 1
             log.exception("listener failed on event %s; retrying", event.id)
             await asyncio.sleep(retry_delay(attempt))
+
+
+def messages(events: Sequence[events_pb2.Event], per_message: int) -> Iterator[list[events_pb2.Event]]:
+    """`events` in order, as stream messages: at most `per_message` events each and about
+    MESSAGE_BYTES (an event larger than that goes alone)."""
+    if per_message == 1:
+        for event in events:
+            yield [event]
+        return
+    chunk: list[events_pb2.Event] = []
+    size = 0
+    for event in events:
+        event_size = event.ByteSize()
+        if chunk and (len(chunk) == per_message or size + event_size > MESSAGE_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(event)
+        size += event_size
+    if chunk:
+        yield chunk
 
 
 async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:

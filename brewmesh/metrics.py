@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 # Latency buckets from 0.5 ms to 10 s: brewmesh calls are mostly single-digit milliseconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RPC_LABELS = ("grpc_service", "grpc_method", "grpc_type")
+
+
+class Increment(Protocol):
+    """Adds `amount` (1 unless given) to one counter's series."""
+
+    def __call__(self, amount: float = 1) -> None: ...
 
 
 @dataclass
@@ -78,9 +85,9 @@ class Metrics:
             "brewmesh_machine_up", "1 if the machine's last health check answered SERVING, else 0.",
             ["machine"], registry=r,
         )  # fmt: skip
-        self._increments: dict[tuple[Counter, tuple[str, ...]], Callable[[], None]] = {}
+        self._increments: dict[tuple[Counter, tuple[str, ...]], Increment] = {}
 
-    def increment(self, counter: Counter, *labels: str) -> Callable[[], None]:
+    def increment(self, counter: Counter, *labels: str) -> Increment:
         """`counter`'s increment for `labels`, looked up once: for what counts every event.
 
         labels() takes a lock and builds a key on every call, which costs more than the

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -22,7 +23,10 @@ from brewmesh.services.partners.component import component as partners_component
 from brewmesh.settings import Settings
 from brewmesh.storage import Tx
 from tests.conftest import create_partner, embedded_only
+from tests.event_streams import STREAM_RPCS, events_of
 from tests.test_recipes_support import logged_events
+
+T = TypeVar("T")
 
 PARTNERS = "brewmesh.partners.v1.PartnerService"
 RECIPES = "brewmesh.recipes.v1.RecipeService"
@@ -34,8 +38,8 @@ def partner_created(namespace: str) -> partners_pb2.PartnerCreatedEvent:
     )
 
 
-async def take(stream: AsyncIterable[events_pb2.Event], count: int) -> list[events_pb2.Event]:
-    got = []
+async def take(stream: AsyncIterable[T], count: int) -> list[T]:
+    got: list[T] = []
     async for event in stream:
         got.append(event)
         if len(got) == count:
@@ -153,11 +157,11 @@ async def test_an_event_says_what_when_and_where_it_was_fired(firing_mesh: Mesh)
     assert 0 <= event.time.nanos < 1_000_000_000  # a normalised Timestamp
 
 
-async def test_named_listeners_share_each_event_once(mesh: Mesh, admin: MeshClient) -> None:
+@pytest.mark.parametrize("rpc", STREAM_RPCS)
+async def test_named_listeners_share_each_event_once(mesh: Mesh, admin: MeshClient, rpc: str) -> None:
     for i in range(6):
         await create_partner(mesh, admin, f"shared-{i}")
     request = bus_pb.SubscribeRequest(api=PARTNERS, listener_name="billing")
-    one, two = admin.bus.Subscribe(request), admin.bus.Subscribe(request)
     got: list[events_pb2.Event] = []
 
     async def drain(stream: AsyncIterable[events_pb2.Event]) -> None:
@@ -167,14 +171,74 @@ async def test_named_listeners_share_each_event_once(mesh: Mesh, admin: MeshClie
                 return
 
     # Members take batches: whichever holds an event, the group as a whole sees each event once.
-    await asyncio.wait([asyncio.ensure_future(drain(one)), asyncio.ensure_future(drain(two))], timeout=10)
+    members = [asyncio.ensure_future(drain(events_of(admin, request, rpc, max_batch_size=2))) for _ in "12"]
+    await asyncio.wait(members, timeout=10)
     ids = [e.id for e in got]
     assert len(ids) == 6 and len(set(ids)) == 6
-    one.cancel()
-    two.cancel()
+    for member in members:
+        member.cancel()
     # A different listener name is another group: it gets every event again.
-    audit = await take(admin.bus.Subscribe(bus_pb.SubscribeRequest(api=PARTNERS, listener_name="audit")), 6)
+    audit = await take(events_of(admin, bus_pb.SubscribeRequest(api=PARTNERS, listener_name="audit"), rpc), 6)
     assert sorted(e.id for e in audit) == sorted(ids)
+
+
+async def test_subscribe_batches_streams_the_same_events_several_to_a_message(
+    mesh: Mesh, admin: MeshClient
+) -> None:
+    for i in range(7):
+        await create_partner(mesh, admin, f"batched-{i}")
+    request = bus_pb.SubscribeRequest(api=PARTNERS)
+    one_by_one = await take(admin.bus.Subscribe(request), 7)
+    batched = bus_pb.SubscribeBatchesRequest(subscription=request, max_batch_size=3)
+    async with asyncio.timeout(15):
+        batches = await take(admin.bus.SubscribeBatches(batched), 3)
+    # All seven were in the log: they come three, three and one to a message.
+    assert [len(b.events) for b in batches] == [3, 3, 1]
+    assert [e for b in batches for e in b.events] == one_by_one
+    resumed = bus_pb.SubscribeRequest(api=PARTNERS, after_id=batches[0].events[-1].id)
+    async with asyncio.timeout(15):
+        [rest] = await take(
+            admin.bus.SubscribeBatches(bus_pb.SubscribeBatchesRequest(subscription=resumed)), 1
+        )
+    assert list(rest.events) == one_by_one[3:]  # the default batch takes every ready event
+
+
+async def test_a_batch_stays_within_what_a_default_client_accepts(firing_mesh: Mesh) -> None:
+    bus = firing_mesh.runtime.bus
+    big = [partner_created(f"big-{i}") for i in range(3)]
+    for payload in big:
+        payload.partner.display_name = "x" * 1_500_000  # three together are over a client's 4 MiB
+        await bus.fire_now(PARTNERS, "partner_created", payload, PUBLIC)
+    request = bus_pb.SubscribeBatchesRequest(subscription=bus_pb.SubscribeRequest(api=PARTNERS))
+    async with connect(f"127.0.0.1:{firing_mesh.port}", key=firing_mesh.admin_key) as admin:
+        async with asyncio.timeout(30):
+            batches = await take(admin.bus.SubscribeBatches(request), 3)
+    assert [len(b.events) for b in batches] == [1, 1, 1]
+    assert [partners_pb2.PartnerCreatedEvent.FromString(b.events[0].payload.value) for b in batches] == big
+
+
+async def test_subscribe_batches_rejects_bad_requests_field_by_field(admin: MeshClient) -> None:
+    cases = {
+        "no subscription": (bus_pb.SubscribeBatchesRequest(), {"subscription"}),
+        "bad subscription and size": (
+            bus_pb.SubscribeBatchesRequest(
+                subscription=bus_pb.SubscribeRequest(api=PARTNERS, event_types=["nope"], listener_name="a b"),
+                max_batch_size=1001,
+            ),
+            {"subscription.event_types[0]", "subscription.listener_name", "max_batch_size"},
+        ),
+        "negative size": (
+            bus_pb.SubscribeBatchesRequest(
+                subscription=bus_pb.SubscribeRequest(api="acme.Nothing"), max_batch_size=-1
+            ),
+            {"subscription.api", "max_batch_size"},
+        ),
+    }
+    for case, (request, fields) in cases.items():
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await take(admin.bus.SubscribeBatches(request), 1)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, case
+        assert {v.field for v in field_violations(error.value)} == fields, case
 
 
 async def test_subscribe_needs_a_key(anonymous: MeshClient) -> None:
