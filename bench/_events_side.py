@@ -17,7 +17,8 @@ through bench._guard also dies with its parent. Modes:
 - `listen`: a listener group (`Bus.listen(..., listener_name="bench")`)
   over Redis, with a Bus of its own, as another service's process has.
 - `subscribe`: a listener group through gRPC `EventBus.Subscribe`
-  (`listener_name="bench"`, new events only) against a mesh process.
+  (`listener_name="bench"`, new events only) against a mesh process;
+  `--batches`: through `EventBus.SubscribeBatches`, several events a message.
   Both listeners say `ready` at their first event; `reset T0_NS` starts
   recording events fired since then (not the warm-up ones); `wait N
   SECONDS` reports once N have arrived (or the time is up).
@@ -58,7 +59,7 @@ from bench._harness import percentile
 from brewmesh import event_backend
 from brewmesh.apis import ApiRegistry
 from brewmesh.backends import open_store
-from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc
+from brewmesh.bus.v1 import event_bus_pb2, event_bus_pb2_grpc, events_pb2
 from brewmesh.client import MeshClient, connect
 from brewmesh.event_backend import PUBLIC
 from brewmesh.events import Bus, BusSettings, ReceivedEvent, unless_stopped
@@ -356,7 +357,7 @@ async def listen_mode(args: argparse.Namespace) -> None:
 
 
 async def subscribe_mode(args: argparse.Namespace) -> None:
-    """A listener group through EventBus.Subscribe, new events only."""
+    """A listener group through EventBus.Subscribe (or SubscribeBatches), new events only."""
     logging.basicConfig(level=logging.WARNING)
     commands = Commands()
     await commands.open()
@@ -365,11 +366,21 @@ async def subscribe_mode(args: argparse.Namespace) -> None:
         api=RECIPE_API, event_types=[EVENT], listener_name=LISTENER, new_only=True
     )
 
+    def got(event: events_pb2.Event) -> None:
+        payload = recipes_pb2.RecipeUpdatedEvent()
+        event.payload.Unpack(payload)
+        recorder.got(event.id, payload.recipe.name, event.time.ToNanoseconds())
+
     async def follow(mesh: MeshClient) -> None:
-        async for event in mesh.bus.Subscribe(request):
-            payload = recipes_pb2.RecipeUpdatedEvent()
-            event.payload.Unpack(payload)
-            recorder.got(event.id, payload.recipe.name, event.time.ToNanoseconds())
+        if not args.batches:
+            async for event in mesh.bus.Subscribe(request):
+                got(event)
+            return
+        async for batch in mesh.bus.SubscribeBatches(
+            event_bus_pb2.SubscribeBatchesRequest(subscription=request)
+        ):
+            for event in batch.events:
+                got(event)
 
     async with connect(args.address, args.key) as mesh:
         # Several calls of one channel, members of one group: gRPC has one write in flight per
@@ -583,6 +594,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         mode.add_argument("--key", required=True)
     for grouped in (listen, modes.choices["subscribe"]):  # Subscribe calls share one channel
         grouped.add_argument("--members", type=int, default=1, help="members of the group in this process")
+    modes.choices["subscribe"].add_argument(
+        "--batches", action="store_true", help="read through SubscribeBatches, not Subscribe"
+    )
     load = modes.choices["load"]
     load.add_argument("--recipes", type=int, default=32)
     load.add_argument("--concurrency", type=int, default=32, help="calls in flight (at most, if paced)")
