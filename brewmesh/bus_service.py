@@ -58,7 +58,7 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         v.raise_if_any()
         async for events in await self._follow(principal, request, after, 1):
             yield events[0]
-        await self._end(context)
+        self._end(context)
 
     async def SubscribeBatches(  # noqa: N802
         self,
@@ -82,7 +82,7 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         per_message = request.max_batch_size or DEFAULT_BATCH_SIZE
         async for events in await self._follow(principal, request.subscription, after, per_message):
             yield event_bus_pb2.EventBatch(events=events)
-        await self._end(context)
+        self._end(context)
 
     def _check_subscription(self, v: Violations, request: event_bus_pb2.SubscribeRequest) -> object | None:
         """Field violations of `request` into `v`; where it starts (None: the oldest kept)."""
@@ -108,9 +108,15 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
             return self.bus.follow_group(group, after, stop, per_message)
         return self.bus.follow(request.api, types, after, reader_for(principal), stop, per_message)
 
-    async def _end(self, context: Context[_Req, _Resp]) -> None:
+    def _end(self, context: Context[_Req, _Resp]) -> None:
+        """After the events stopped: the stream ends UNAVAILABLE if the server is going.
+
+        Set, not aborted with: grpc sends the status as the handler returns, and drops
+        it quietly when the subscriber already cancelled (an abort would fail then).
+        """
         if self.shutdown.started:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down: resume with after_id")
+            context.set_code(grpc.StatusCode.UNAVAILABLE)
+            context.set_details("server shutting down: resume with after_id")
 
     def _check_api(self, v: Violations, api: str, event_types: Sequence[str]) -> None:
         events = self.registry.declared.get(api)

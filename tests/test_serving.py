@@ -21,6 +21,7 @@ from brewmesh.partners.v1 import partners_pb2
 from brewmesh.runtime import Component, Runtime
 from brewmesh.settings import Settings
 from tests.conftest import MeshProcess, embedded_only, grpcurl, start_mesh_process
+from tests.event_streams import STREAM_RPCS, events_of
 
 SERVICES = [
     "brewmesh.partners.v1.PartnerService",
@@ -85,11 +86,19 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
 
 
 @embedded_only
-async def test_stop_ends_open_streams_with_unavailable_and_finishes_calls(mesh: Mesh) -> None:
+@pytest.mark.parametrize("rpc", STREAM_RPCS)
+async def test_stop_ends_open_streams_with_unavailable(mesh: Mesh, rpc: str) -> None:
     async with connect(f"127.0.0.1:{mesh.port}", key=mesh.admin_key) as client:
-        stream = client.bus.Subscribe(bus_pb.SubscribeRequest(api="brewmesh.partners.v1.PartnerService"))
+        await client.partners.CreatePartner(
+            partners_pb2.CreatePartnerRequest(
+                namespace="open-co", partner=partners_pb2.Partner(display_name="O")
+            )
+        )
+        stream = aiter(
+            events_of(client, bus_pb.SubscribeRequest(api="brewmesh.partners.v1.PartnerService"), rpc)
+        )
+        await asyncio.wait_for(anext(stream), 5)  # the stream is open and served: it has the event
         reading = asyncio.create_task(_drain(stream))
-        await asyncio.sleep(0.2)
         await mesh.server.stop(grace=5)
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await asyncio.wait_for(reading, 5)
