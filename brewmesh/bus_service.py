@@ -24,7 +24,7 @@ LISTENER_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
 SERVICE_NAME = event_bus_pb2.DESCRIPTOR.services_by_name["EventBus"].full_name
 DEFAULT_DEAD_LETTERS = 100
 MAX_DEAD_LETTERS = 1000
-MAX_REPLAY = 1000
+MAX_EVENT_IDS = 1000
 MAX_EVENT_TYPES = 100
 DEFAULT_BATCH_SIZE = 100
 MAX_BATCH_SIZE = 1000
@@ -33,7 +33,11 @@ _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 Context: TypeAlias = grpc.aio.ServicerContext[_Req, _Resp]
 """A servicer method's context: `Context[Request, Response]`."""
-GroupRequest: TypeAlias = event_bus_pb2.ListDeadLettersRequest | event_bus_pb2.ReplayDeadLettersRequest
+GroupRequest: TypeAlias = (
+    event_bus_pb2.ListDeadLettersRequest
+    | event_bus_pb2.ReplayDeadLettersRequest
+    | event_bus_pb2.AcknowledgeEventsRequest
+)
 """A request naming one of the caller's listener groups."""
 
 
@@ -89,6 +93,8 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         self._check_api(v, request.api, request.event_types)
         if request.listener_name:
             _check_listener(v, request.listener_name)
+        elif request.explicit_ack:
+            v.add("explicit_ack", "needs a listener_name: only a listener group's events are acknowledged")
         return self._check_start(v, request)
 
     async def _follow(
@@ -105,7 +111,7 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         stop = self.shutdown.event
         if request.listener_name:
             group = _group(principal, request.api, request.listener_name, types)
-            return self.bus.follow_group(group, after, stop, per_message)
+            return self.bus.follow_group(group, after, stop, per_message, request.explicit_ack)
         return self.bus.follow(request.api, types, after, reader_for(principal), stop, per_message)
 
     def _end(self, context: Context[_Req, _Resp]) -> None:
@@ -150,6 +156,27 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
                 " pass the id of an event you received",
             )
         return after
+
+    async def AcknowledgeEvents(  # noqa: N802
+        self,
+        request: event_bus_pb2.AcknowledgeEventsRequest,
+        context: Context[event_bus_pb2.AcknowledgeEventsRequest, event_bus_pb2.AcknowledgeEventsResponse],
+    ) -> event_bus_pb2.AcknowledgeEventsResponse:
+        principal = await self.auth.require_any(context)
+        v = Violations()
+        self._check_group(v, request)
+        self._check_event_ids(v, request.event_ids, "the ids of the events handled (Event.id)")
+        v.raise_if_any()
+        await self.bus.acknowledge(_named_group(principal, request), list(request.event_ids))
+        return event_bus_pb2.AcknowledgeEventsResponse()
+
+    def _check_event_ids(self, v: Violations, event_ids: Sequence[str], what: str) -> None:
+        if not event_ids:
+            v.add("event_ids", f"is required: {what}")
+        elif check_count(v, "event_ids", event_ids, MAX_EVENT_IDS, "ids"):
+            for i, event_id in enumerate(event_ids):
+                if self.bus.backend.parse_id(event_id) is None:
+                    v.add(f"event_ids[{i}]", f"{quote(event_id)} is not an event id of this mesh")
 
     async def ListApis(  # noqa: N802
         self,
@@ -206,12 +233,9 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         principal = await self.auth.require_any(context)
         v = Violations()
         self._check_group(v, request)
-        if not request.event_ids:
-            v.add("event_ids", "is required: the ids of the dead letters to replay (DeadLetter.event.id)")
-        elif check_count(v, "event_ids", request.event_ids, MAX_REPLAY, "ids"):
-            for i, event_id in enumerate(request.event_ids):
-                if self.bus.backend.parse_id(event_id) is None:
-                    v.add(f"event_ids[{i}]", f"{quote(event_id)} is not an event id of this mesh")
+        self._check_event_ids(
+            v, request.event_ids, "the ids of the dead letters to replay (DeadLetter.event.id)"
+        )
         v.raise_if_any()
         group = _named_group(principal, request)
         replayed = await self.bus.backend.replay(group, list(request.event_ids))

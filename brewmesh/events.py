@@ -152,14 +152,22 @@ class Bus:
                 yield events
 
     async def follow_group(
-        self, group: GroupRef, start: object | None, stop: asyncio.Event, per_message: int = 1
+        self,
+        group: GroupRef,
+        start: object | None,
+        stop: asyncio.Event,
+        per_message: int = 1,
+        explicit_ack: bool = False,
     ) -> AsyncIterator[list[events_pb2.Event]]:
         """Events of a listener group for one new member, in messages of at most
         `per_message` events (see `messages`).
 
         A message is acknowledged once the consumer has taken it; if the
         consumer goes away midway, what it took is acknowledged and the rest
-        goes to another member after the visibility timeout.
+        goes to another member after the visibility timeout. With
+        `explicit_ack` nothing is acknowledged here: the consumer acknowledges
+        what it handled (`acknowledge`), and the rest is delivered again after
+        the visibility timeout.
         """
         member = uuid.uuid4().hex
         settings = self.settings
@@ -184,10 +192,15 @@ class Bus:
                         due.append(delivery.event)
                 for events in messages(due, per_message):
                     yield events
-                    taken += (event.id for event in events)
+                    if not explicit_ack:
+                        taken += (event.id for event in events)
                     self._delivered(group, len(events))
         finally:
             await asyncio.shield(self.backend.ack(group, taken))
+
+    async def acknowledge(self, group: GroupRef, event_ids: Sequence[str]) -> None:
+        """The consumer of an `explicit_ack` member handled these events: never deliver them again."""
+        await self.backend.ack(group, event_ids)
 
     # -- listening --------------------------------------------------------------
     def observe(self, event: str, observer: Observer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
@@ -109,18 +110,35 @@ async def test_subscriber_receives_events_fired_after_it_subscribed(mesh: Mesh, 
     assert "partners" in event.source.rpartition("/")[2].split("+")
 
 
-@pytest.fixture(params=["sqlite", "postgresql+redis"])
-async def firing_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Mesh]:
-    """A mesh in this process (its bus at hand) on each store and bus."""
+@contextlib.asynccontextmanager
+async def in_process_mesh(
+    request: pytest.FixtureRequest, tmp_path: Path, **settings: float
+) -> AsyncIterator[Mesh]:
     engines: dict[str, str] = {}
     if request.param != "sqlite":
         engines = {
             "store": request.getfixturevalue("pg_database"),
             "bus": request.getfixturevalue("fresh_redis_url"),
         }
-    running = await Mesh.start(Settings(data_dir=tmp_path / "data", **engines))  # type: ignore[arg-type]
-    yield running
-    await running.stop(grace=0)
+    running = await Mesh.start(Settings(data_dir=tmp_path / "data", **engines, **settings))  # type: ignore[arg-type]
+    try:
+        yield running
+    finally:
+        await running.stop(grace=0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+async def firing_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Mesh]:
+    """A mesh in this process (its bus at hand) on each store and bus."""
+    async with in_process_mesh(request, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+async def prompt_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Mesh]:
+    """The same, handing unacknowledged events out again after 1 s (not 30)."""
+    async with in_process_mesh(request, tmp_path, event_visibility_seconds=1.0) as running:
+        yield running
 
 
 async def test_an_event_fired_in_a_rolled_back_transaction_is_never_seen(firing_mesh: Mesh) -> None:
@@ -239,6 +257,55 @@ async def test_subscribe_batches_rejects_bad_requests_field_by_field(admin: Mesh
             await take(admin.bus.SubscribeBatches(request), 1)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, case
         assert {v.field for v in field_violations(error.value)} == fields, case
+
+
+@pytest.mark.parametrize("rpc", STREAM_RPCS)
+async def test_with_explicit_ack_what_a_member_did_not_acknowledge_is_delivered_again(
+    prompt_mesh: Mesh, rpc: str
+) -> None:
+    bus, address, key = prompt_mesh.runtime.bus, f"127.0.0.1:{prompt_mesh.port}", prompt_mesh.admin_key
+    for i in range(4):
+        await bus.fire_now(PARTNERS, "partner_created", partner_created(f"acked-{i}"), PUBLIC)
+    request = bus_pb.SubscribeRequest(api=PARTNERS, listener_name="billing", explicit_ack=True)
+
+    def acknowledge(events: list[events_pb2.Event]) -> bus_pb.AcknowledgeEventsRequest:
+        return bus_pb.AcknowledgeEventsRequest(
+            api=PARTNERS, listener_name="billing", event_ids=[e.id for e in events]
+        )
+
+    async with connect(address, key=key) as member, asyncio.timeout(15):
+        first = await take(events_of(member, request, rpc, max_batch_size=2), 4)
+        await member.bus.AcknowledgeEvents(acknowledge(first[:2]))
+    # That member is gone, two events sent to it and never acknowledged.
+    async with connect(address, key=key) as admin:
+        assert await _pending(admin) == 2
+        async with asyncio.timeout(15):
+            again = await take(events_of(admin, request, rpc), 2)  # after the visibility timeout
+        assert [e.id for e in again] == [e.id for e in first[2:]]
+        await admin.bus.AcknowledgeEvents(acknowledge(again))
+        await admin.bus.AcknowledgeEvents(acknowledge(again))  # safe to retry
+        assert await _pending(admin) == 0
+
+
+async def _pending(client: MeshClient) -> int:
+    listed = await client.bus.ListListenerGroups(bus_pb.ListListenerGroupsRequest(api=PARTNERS))
+    [group] = [g for g in listed.listener_groups if g.listener_name == "billing"]
+    return group.pending_events
+
+
+async def test_acknowledging_needs_a_group_and_event_ids(admin: MeshClient) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await admin.bus.AcknowledgeEvents(bus_pb.AcknowledgeEventsRequest())
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {v.field for v in field_violations(error.value)} == {"api", "listener_name", "event_ids"}
+    bad_id = bus_pb.AcknowledgeEventsRequest(api=PARTNERS, listener_name="billing", event_ids=["", "x" * 200])
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await admin.bus.AcknowledgeEvents(bad_id)
+    assert {v.field for v in field_violations(error.value)} == {"event_ids[0]", "event_ids[1]"}
+    unnamed = bus_pb.SubscribeRequest(api=PARTNERS, explicit_ack=True)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await take(admin.bus.Subscribe(unnamed), 1)
+    assert [v.field for v in field_violations(error.value)] == ["explicit_ack"]
 
 
 async def test_subscribe_needs_a_key(anonymous: MeshClient) -> None:

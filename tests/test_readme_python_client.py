@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from brewmesh.bus.v1 import event_bus_pb2 as bus_pb
 from tests.conftest import ROOT, MeshUnderTest, PartnerClient, embedded_only, start_machine_process
 from tests.fleet import create_recipe, register_machines, run_request
 
@@ -44,3 +45,8 @@ async def test_the_python_client_example_runs(
     assert any(line.startswith("namespace - ") for line in printed)
     assert "finished" in printed  # the run's last event
     assert printed[-1] == "recipe_created"  # the first of the group's events: the recipe above
+    listed = await partner.client.bus.ListListenerGroups(
+        bus_pb.ListListenerGroupsRequest(api="brewmesh.recipes.v1.RecipeService")
+    )
+    [group] = listed.listener_groups
+    assert (group.listener_name, group.pending_events) == ("search-index", 0)  # acknowledged
