@@ -19,7 +19,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -186,8 +186,10 @@ class Bus:
                 for delivery in batch:
                     if delivery.attempts > settings.max_deliveries:
                         # Handed out this often and never taken: poison for this group's members.
-                        reason = f"not taken by a member after {delivery.attempts - 1} deliveries"
-                        await self._bury(group, delivery, reason)
+                        # This claim is not a delivery: the letter counts those before it.
+                        delivered = replace(delivery, attempts=delivery.attempts - 1)
+                        reason = f"not taken by a member after {delivered.attempts} deliveries"
+                        await self._bury(group, delivered, reason)
                     else:
                         due.append(delivery.event)
                 for events in messages(due, per_message):

@@ -287,6 +287,32 @@ async def test_with_explicit_ack_what_a_member_did_not_acknowledge_is_delivered_
         assert await _pending(admin) == 0
 
 
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+async def impatient_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Mesh]:
+    """Unacknowledged events go out again after 0.3 s, and are dead letters after 2 deliveries."""
+    async with in_process_mesh(
+        request, tmp_path, event_visibility_seconds=0.3, event_max_deliveries=2
+    ) as running:
+        yield running
+
+
+async def test_an_event_never_acknowledged_becomes_a_dead_letter(impatient_mesh: Mesh) -> None:
+    bus = impatient_mesh.runtime.bus
+    await bus.fire_now(PARTNERS, "partner_created", partner_created("unhandled-co"), PUBLIC)
+    request = bus_pb.SubscribeRequest(api=PARTNERS, listener_name="billing", explicit_ack=True)
+    dead = bus_pb.ListDeadLettersRequest(api=PARTNERS, listener_name="billing")
+    async with connect(f"127.0.0.1:{impatient_mesh.port}", key=impatient_mesh.admin_key) as admin:
+        async with asyncio.timeout(15):
+            deliveries = await take(admin.bus.Subscribe(request), 2)  # never acknowledged
+            letters = (await admin.bus.ListDeadLetters(dead)).dead_letters
+            while not letters:  # the third claim buries it, once the second delivery's time ran out
+                await asyncio.sleep(0.05)
+                letters = (await admin.bus.ListDeadLetters(dead)).dead_letters
+    assert deliveries[0].id == deliveries[1].id  # the same event, delivered again
+    [letter] = letters
+    assert (letter.event.id, letter.attempts) == (deliveries[0].id, 2)
+
+
 async def _pending(client: MeshClient) -> int:
     listed = await client.bus.ListListenerGroups(bus_pb.ListListenerGroupsRequest(api=PARTNERS))
     [group] = [g for g in listed.listener_groups if g.listener_name == "billing"]
