@@ -39,6 +39,10 @@ GroupRequest: TypeAlias = (
     | event_bus_pb2.AcknowledgeEventsRequest
 )
 """A request naming one of the caller's listener groups."""
+GroupEventsRequest: TypeAlias = (
+    event_bus_pb2.ReplayDeadLettersRequest | event_bus_pb2.AcknowledgeEventsRequest
+)
+"""A request naming events of one of the caller's listener groups."""
 
 
 class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
@@ -162,21 +166,26 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         request: event_bus_pb2.AcknowledgeEventsRequest,
         context: Context[event_bus_pb2.AcknowledgeEventsRequest, event_bus_pb2.AcknowledgeEventsResponse],
     ) -> event_bus_pb2.AcknowledgeEventsResponse:
+        what = "the ids of the events handled (Event.id)"
+        group = await self._group_of_events(request, context, what)
+        await self.bus.acknowledge(group, list(request.event_ids))
+        return event_bus_pb2.AcknowledgeEventsResponse()
+
+    async def _group_of_events(
+        self, request: GroupEventsRequest, context: Context[_Req, _Resp], what: str
+    ) -> GroupRef:
+        """The caller's group `request` names, once its `event_ids` (`what` they are) are valid."""
         principal = await self.auth.require_any(context)
         v = Violations()
         self._check_group(v, request)
-        self._check_event_ids(v, request.event_ids, "the ids of the events handled (Event.id)")
-        v.raise_if_any()
-        await self.bus.acknowledge(_named_group(principal, request), list(request.event_ids))
-        return event_bus_pb2.AcknowledgeEventsResponse()
-
-    def _check_event_ids(self, v: Violations, event_ids: Sequence[str], what: str) -> None:
-        if not event_ids:
+        if not request.event_ids:
             v.add("event_ids", f"is required: {what}")
-        elif check_count(v, "event_ids", event_ids, MAX_EVENT_IDS, "ids"):
-            for i, event_id in enumerate(event_ids):
+        elif check_count(v, "event_ids", request.event_ids, MAX_EVENT_IDS, "ids"):
+            for i, event_id in enumerate(request.event_ids):
                 if self.bus.backend.parse_id(event_id) is None:
                     v.add(f"event_ids[{i}]", f"{quote(event_id)} is not an event id of this mesh")
+        v.raise_if_any()
+        return _named_group(principal, request)
 
     async def ListApis(  # noqa: N802
         self,
@@ -230,14 +239,8 @@ class EventBusServicer(event_bus_pb2_grpc.EventBusServicer):
         request: event_bus_pb2.ReplayDeadLettersRequest,
         context: Context[event_bus_pb2.ReplayDeadLettersRequest, event_bus_pb2.ReplayDeadLettersResponse],
     ) -> event_bus_pb2.ReplayDeadLettersResponse:
-        principal = await self.auth.require_any(context)
-        v = Violations()
-        self._check_group(v, request)
-        self._check_event_ids(
-            v, request.event_ids, "the ids of the dead letters to replay (DeadLetter.event.id)"
-        )
-        v.raise_if_any()
-        group = _named_group(principal, request)
+        what = "the ids of the dead letters to replay (DeadLetter.event.id)"
+        group = await self._group_of_events(request, context, what)
         replayed = await self.bus.backend.replay(group, list(request.event_ids))
         return event_bus_pb2.ReplayDeadLettersResponse(replayed_count=replayed)
 

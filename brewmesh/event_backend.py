@@ -167,8 +167,8 @@ class GroupState:
 
 
 LAG_COUNT_LIMIT = 10_000
-NANOS_PER_SECOND = 1_000_000_000
 """Lag is counted event by event (only those the group would be given), up to this many."""
+NANOS_PER_SECOND = 1_000_000_000
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,12 @@ class Bus:
                         delivered = replace(delivery, attempts=delivery.attempts - 1)
                         reason = f"not taken by a member after {delivered.attempts} deliveries"
                         await self._bury(group, delivered, reason)
+                        log.error(  # after the bury, as for a failing handler: where the event is now
+                            "listener %s: event %s was %s; it is in the dead letters",
+                            group.listener,
+                            delivery.event.id,
+                            reason,
+                        )
                     else:
                         due.append(delivery.event)
                 for events in messages(due, per_message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
@@ -301,16 +302,32 @@ async def test_an_event_never_acknowledged_becomes_a_dead_letter(impatient_mesh:
     await bus.fire_now(PARTNERS, "partner_created", partner_created("unhandled-co"), PUBLIC)
     request = bus_pb.SubscribeRequest(api=PARTNERS, listener_name="billing", explicit_ack=True)
     dead = bus_pb.ListDeadLettersRequest(api=PARTNERS, listener_name="billing")
-    async with connect(f"127.0.0.1:{impatient_mesh.port}", key=impatient_mesh.admin_key) as admin:
-        async with asyncio.timeout(15):
-            deliveries = await take(admin.bus.Subscribe(request), 2)  # never acknowledged
+    buried = _LogLine("it is in the dead letters")  # what the operator is told, once it is so
+    logging.getLogger("brewmesh.events").addHandler(buried)
+    try:
+        async with connect(f"127.0.0.1:{impatient_mesh.port}", key=impatient_mesh.admin_key) as admin:
+            async with asyncio.timeout(15):
+                deliveries = await take(admin.bus.Subscribe(request), 2)  # never acknowledged
+                await buried.seen.wait()  # the third claim buries it, once the second delivery's time ran out
             letters = (await admin.bus.ListDeadLetters(dead)).dead_letters
-            while not letters:  # the third claim buries it, once the second delivery's time ran out
-                await asyncio.sleep(0.05)
-                letters = (await admin.bus.ListDeadLetters(dead)).dead_letters
+    finally:
+        logging.getLogger("brewmesh.events").removeHandler(buried)
     assert deliveries[0].id == deliveries[1].id  # the same event, delivered again
     [letter] = letters
     assert (letter.event.id, letter.attempts) == (deliveries[0].id, 2)
+
+
+class _LogLine(logging.Handler):
+    """Sets `seen` once a record containing `text` is logged (in this thread: the event loop's)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
 
 
 async def _pending(client: MeshClient) -> int:
